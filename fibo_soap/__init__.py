@@ -1,0 +1,1 @@
+"""fibo-soap: a typed, safe client for the FIBO SMS gateway."""

@@ -1,0 +1,152 @@
+"""Typed results and inputs: frozen dataclasses for rows, IntEnums for statuses.
+
+Times are timezone-aware, in Vietnam time (UTC+7), as FIBO writes them. A field the service left out
+is ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from enum import IntEnum
+
+#: FIBO's clock: Vietnam time, no daylight saving.
+VN_TZ = timezone(timedelta(hours=7), "ICT")
+
+
+class SmsStatus(IntEnum):
+    """State of an outgoing SMS (``SMSStatus`` in the vendor document)."""
+
+    PENDING = 0
+    SENDING = 1
+    SENT_SUCCESS = 2
+    SENT_FAILED = 3
+    DELETED = 4
+    TO_NUMBER_NOT_CORRECT = 5
+    CAN_NOT_SEND = 6
+    OUT_OF_DATE = 7
+    SEND_MT_FAILED = 8
+    OTHER = 9
+    SPAM_SMS = 10
+    RESTORE_TO_ACCOUNT_CLIENT = 11
+
+    @property
+    def is_final(self) -> bool:
+        """True once the message will not change state any more."""
+        return self not in (SmsStatus.PENDING, SmsStatus.SENDING)
+
+
+class IncomingStatus(IntEnum):
+    """State of an incoming SMS (``ClientCommingSMSStatus`` in the vendor document)."""
+
+    JUST_RECEIVED = 0
+    PROCESSING = 1
+    CONFIRMED = 2
+    WRONG_SYNTAX = 3
+    EXPIRED = 4
+    NO_CLIENT_RESPONSE = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of a batch: recipient, text, and the caller's GUID (generated when None)."""
+
+    phone: str
+    text: str
+    guid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SentSms:
+    """A row of GetSMSSentList or GetClientSMSListOfPage."""
+
+    id: int | None
+    guid: str | None
+    phone: str | None
+    message: str | None
+    created: datetime | None
+    sent: datetime | None
+    status: SmsStatus | None
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingSms:
+    """A row of GetCommingSMSList or GetClientCommingSMSNotDividePage."""
+
+    id: int | None
+    phone: str | None
+    message: str | None
+    status: IncomingStatus | None
+    created: datetime | None
+    sent: datetime | None
+    service_type_id: int | None
+    service_type_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SmsStatusRow:
+    """A row of GetSMSStatus: the caller's GUID, its state, and the sender it went out as."""
+
+    guid: str | None
+    status: SmsStatus | None
+    sender_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SenderName:
+    """A row of GetClientSenderNameList: a registered brand name."""
+
+    name: str | None
+    status: int | None
+    created: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostingBalance:
+    """A row of GetListSMSHostingWithBalance: a hosting service and the messages left on it."""
+
+    service_type_name: str | None
+    balance: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusDocument:
+    """FIBO's status document ``<SMS><Code/><Message/><Time/></SMS>``, message trimmed."""
+
+    code: int
+    message: str
+    time: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SendReceipt:
+    """The gateway took one message: its GUID and FIBO's code (200) and message."""
+
+    guid: str
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class BulkReceipt:
+    """SendBulkSMS was accepted: how many messages went, with FIBO's code and message.
+
+    SendBulkSMS carries no GUIDs, so its messages cannot be looked up later.
+    """
+
+    count: int
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReceipt:
+    """A list send: the GUIDs the gateway accepted and those it rejected (ListWrongPhoneNumber)."""
+
+    accepted: tuple[str, ...]
+    rejected: tuple[str, ...]
+
+    @property
+    def all_accepted(self) -> bool:
+        """True when no recipient was rejected."""
+        return not self.rejected

@@ -1,0 +1,80 @@
+"""ASMX's HTTP GET and HTTP POST protocols: ``/Service.asmx/<Method>`` with form-encoded fields."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+from urllib.parse import urlencode
+
+from fibo_soap import codec
+from fibo_soap.errors import AsmxError, HttpStatusError, ProtocolError
+from fibo_soap.operations import Operation
+from fibo_soap.protocols.transport import HttpTransport, Response
+
+#: Past this length a GET URL risks being cut by proxies and servers (IIS, ASP.NET defaults).
+MAX_GET_URL = 2000
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+def form_fields(op: Operation, params: Mapping[str, str]) -> str:
+    """Every parameter of ``op`` form-encoded in wire order, '' for unset ones.
+
+    ASMX refuses a GET/POST call that lacks any parameter ("Missing parameter"), so each one is
+    always sent.
+    """
+    return urlencode([(name, params.get(name) or "") for name in op.params])
+
+
+class AsmxHttpProtocol:
+    """Calls a method over HTTP GET or POST and returns the text inside ``<string>``."""
+
+    def __init__(
+        self, transport: HttpTransport, endpoint: str, verb: Literal["get", "post"]
+    ) -> None:
+        self.name: str = verb
+        self._transport = transport
+        self._endpoint = endpoint.rstrip("/")
+        self._verb = verb
+
+    def url_length(self, op: Operation, params: Mapping[str, str]) -> int:
+        """The length the GET URL of this call would have."""
+        return len(self._endpoint) + len(op.name) + 2 + len(form_fields(op, params))
+
+    def call(self, op: Operation, params: Mapping[str, str]) -> str:
+        """The result text of ``op`` over HTTP GET or POST."""
+        url = f"{self._endpoint}/{op.name}"
+        fields = form_fields(op, params)
+        if self._verb == "get":
+            response = self._transport.request("GET", f"{url}?{fields}" if fields else url)
+        else:
+            response = self._transport.request(
+                "POST", url, body=fields.encode("ascii"), headers={"Content-Type": _FORM}
+            )
+        return read_http_answer(response, self._transport.max_response_bytes)
+
+    def close(self) -> None:
+        """Nothing of its own to release: the transport is the client's."""
+
+
+def read_http_answer(response: Response, max_bytes: int) -> str:
+    """The result text of an ASMX GET/POST answer, or the error it stands for."""
+    if response.status == 200:
+        if "xml" not in response.media_type:
+            raise ProtocolError(
+                f"expected XML, got {response.media_type or 'no content type'}",
+                excerpt=codec.excerpt(response.content),
+                status=200,
+            )
+        return codec.decode_http_body(response.content, max_bytes=max_bytes)
+    if response.status == 500 and response.media_type == "text/plain":
+        # ASMX's refusal of the call itself: unknown method, missing parameter, request
+        # validation. The first line is the reason; the rest is a .NET stack trace.
+        text = response.content.decode("utf-8", "replace").strip()
+        reason = text.splitlines()[0] if text else "HTTP 500"
+        raise AsmxError(reason[:300], excerpt=codec.excerpt(text), status=500)
+    raise HttpStatusError(
+        f"HTTP {response.status} ({response.media_type or 'no content type'}): "
+        f"{codec.excerpt(response.content, 120)}",
+        status=response.status,
+    )
