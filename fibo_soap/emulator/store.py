@@ -1,0 +1,734 @@
+"""The emulator's state in SQLite: accounts, balances, sender names, outgoing and incoming SMS.
+
+The only module of the project with SQL. It keeps state correctly and atomically and decides nothing
+about FIBO codes, magic inputs or delivery outcomes: the emulator's app does, and tells the store.
+
+Every public method is thread-safe (the app serves from a uvicorn thread while tests call the store
+from theirs) and blocking. Methods that depend on the clock take ``now`` explicitly, because the
+emulator's clock is its own and tests advance it. Instants are stored as UTC epoch seconds and
+returned as aware datetimes in Vietnam time, as FIBO writes them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal
+
+from fibo_soap import models
+from fibo_soap.operations import PAGE_SIZE
+
+__all__ = [
+    "Outgoing",
+    "Store",
+    "StoredSms",
+    "SubmitReason",
+    "SubmitResult",
+]
+
+#: Why a submit was accepted or refused; the app maps each to a FIBO code (200, 102, 104, 103).
+SubmitReason = Literal["ok", "zero_balance", "over_balance", "no_service_type"]
+
+_SCHEMA_VERSION: Final = 1
+
+# Outgoing rows carry their whole future (final_status, sending_at, final_at) from the start, and
+# next_at is the next instant at which the row changes state, NULL once it never will. advance()
+# then touches only due rows through the partial index, which stays small: rows leave it when final.
+_SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS account (
+    client_no   TEXT PRIMARY KEY,
+    client_pass TEXT NOT NULL,
+    name        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS service_type (
+    client_no       TEXT NOT NULL REFERENCES account (client_no),
+    service_type_id INTEGER NOT NULL,
+    name            TEXT NOT NULL,
+    balance         INTEGER NOT NULL CHECK (balance >= 0),
+    PRIMARY KEY (client_no, service_type_id)
+);
+CREATE TABLE IF NOT EXISTS sender_name (
+    id        INTEGER PRIMARY KEY,
+    client_no TEXT NOT NULL REFERENCES account (client_no),
+    name      TEXT NOT NULL,
+    status    INTEGER NOT NULL,
+    created   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sender_name_client ON sender_name (client_no);
+CREATE TABLE IF NOT EXISTS sms (
+    id              INTEGER PRIMARY KEY,
+    client_no       TEXT NOT NULL REFERENCES account (client_no),
+    service_type_id INTEGER NOT NULL,
+    phone           TEXT NOT NULL,
+    message         TEXT NOT NULL,
+    guid            TEXT,
+    sender_name     TEXT,
+    status          INTEGER NOT NULL,
+    created         REAL NOT NULL,
+    sent            REAL,
+    final_status    INTEGER NOT NULL,
+    sending_at      REAL,
+    final_at        REAL,
+    next_at         REAL,
+    operation       TEXT NOT NULL,
+    protocol        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sms_client_created ON sms (client_no, created);
+CREATE INDEX IF NOT EXISTS sms_client_guid ON sms (client_no, guid);
+CREATE INDEX IF NOT EXISTS sms_due ON sms (next_at) WHERE next_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS incoming (
+    id                INTEGER PRIMARY KEY,
+    client_no         TEXT NOT NULL REFERENCES account (client_no),
+    phone             TEXT NOT NULL,
+    message           TEXT NOT NULL,
+    status            INTEGER NOT NULL,
+    created           REAL NOT NULL,
+    sent              REAL,
+    service_type_id   INTEGER NOT NULL,
+    service_type_name TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incoming_client_created ON incoming (client_no, created);
+PRAGMA user_version = {_SCHEMA_VERSION};
+"""
+
+_SENT_COLUMNS: Final = "id, guid, phone, message, created, sent, status"
+_INCOMING_COLUMNS: Final = (
+    "id, phone, message, status, created, sent, service_type_id, service_type_name"
+)
+_STORED_COLUMNS: Final = (
+    "id, client_no, service_type_id, phone, message, guid, sender_name, status, created, sent,"
+    " operation, protocol"
+)
+
+# One statement for both steps of the timeline, so a row whose final_at has also passed goes
+# straight to its final status (SentDate = final_at) even when advance() was not called between.
+_ADVANCE: Final = """
+UPDATE sms SET
+    status = CASE WHEN final_at <= :now THEN final_status ELSE :sending END,
+    sent = CASE WHEN final_at <= :now THEN final_at ELSE sent END,
+    next_at = CASE WHEN final_at <= :now THEN NULL ELSE final_at END
+WHERE next_at IS NOT NULL AND next_at <= :now
+"""
+_ANY_DUE: Final = "SELECT EXISTS (SELECT 1 FROM sms WHERE next_at IS NOT NULL AND next_at <= ?)"
+
+# Filters take NULL (or '' for key) as "no filter", which keeps every statement a constant string.
+_FILTER: Final = """
+WHERE client_no = :client_no
+  AND (:lo IS NULL OR created >= :lo)
+  AND (:hi IS NULL OR created < :hi)
+  AND (:status IS NULL OR status = :status)
+  AND (:service_type_id IS NULL OR service_type_id = :service_type_id)
+  AND (:key = '' OR fibo_contains(phone, :key) OR fibo_contains(message, :key))
+"""
+
+_DUMMY_SECRET: Final = b"\x00" * 32
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to store, with the delivery outcome the app chose for it.
+
+    The row is Pending until ``sending_at``, Sending until ``final_at``, then ``final_status`` with
+    SentDate = ``final_at``. A None instant is never reached: both None keeps it Pending forever
+    (the free test channel); ``final_at`` None leaves it Sending forever once ``sending_at`` passes.
+    """
+
+    phone: str
+    message: str
+    guid: str | None = None
+    sender_name: str | None = None
+    final_status: models.SmsStatus = models.SmsStatus.SENT_SUCCESS
+    sending_at: datetime | None = None
+    final_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        _require_aware(self.sending_at, "sending_at")
+        _require_aware(self.final_at, "final_at")
+        if self.final_at is not None:
+            if not models.SmsStatus(self.final_status).is_final:
+                raise ValueError(f"final_status {self.final_status!r} is not a final status")
+            if self.sending_at is not None and self.sending_at > self.final_at:
+                raise ValueError("sending_at is after final_at")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """What submit() did: accepted with the new SMS ids in order, or refused whole and why."""
+
+    accepted: bool
+    reason: SubmitReason
+    ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSms:
+    """Every column of one stored outgoing SMS, for asserting what reached the gateway."""
+
+    id: int
+    client_no: str
+    service_type_id: int
+    phone: str
+    message: str
+    guid: str | None
+    sender_name: str | None
+    status: models.SmsStatus
+    created: datetime
+    sent: datetime | None
+    operation: str
+    protocol: str
+
+
+class Store:
+    """The emulator's SQLite state; ``Store()`` is a temporary file deleted on close.
+
+    A reopened file keeps everything. Thread-safe; every method blocks on SQLite.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self._owns_file = path is None
+        if path is None:
+            fd, name = tempfile.mkstemp(prefix="fibo-emulator-", suffix=".sqlite3")
+            os.close(fd)
+            path = name
+        self.path: Final = Path(path)
+        self._lock = threading.Lock()
+        # Autocommit mode: every write below opens its own BEGIN IMMEDIATE, so sqlite3's implicit
+        # transactions never hold a lock across calls. The timeout covers other connections to
+        # the same file (another Store, another process), whose writers SQLite serializes.
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        try:
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.create_function("fibo_contains", 2, _contains, deterministic=True)
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            self._remove_owned_file()
+            raise
+
+    def _migrate(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, _SCHEMA_VERSION):
+            raise RuntimeError(
+                f"{self.path} holds emulator schema version {version}; "
+                f"this version reads {_SCHEMA_VERSION}"
+            )
+        with self._write():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+
+    def close(self) -> None:
+        """Closes the database (idempotent); a temporary store's file is deleted."""
+        with self._lock:
+            self._conn.close()
+            self._remove_owned_file()
+
+    def _remove_owned_file(self) -> None:
+        if self._owns_file:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """Yields the connection inside BEGIN IMMEDIATE; commits, or rolls back on any error.
+
+        The caller holds self._lock. IMMEDIATE takes SQLite's write lock before the first read, so
+        a check and the write it guards see the same balance even across connections.
+        """
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    def add_account(self, client_no: str, client_pass: str, name: str) -> None:
+        """Creates an account; ValueError when client_no is taken."""
+        with self._lock, self._write() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO account (client_no, client_pass, name) VALUES (?, ?, ?)",
+                    (client_no, client_pass, name),
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError(f"account {client_no!r} already exists") from None
+
+    def authenticate(self, client_no: str, client_pass: str) -> str | None:
+        """The account's name when client_no and client_pass match, else None."""
+        rows = self._query(
+            "SELECT client_pass, name FROM account WHERE client_no = ?", (client_no,)
+        )
+        # Compared as UTF-8 bytes: compare_digest refuses non-ASCII str. An unknown account still
+        # costs one comparison so the two refusals take about the same time.
+        stored = rows[0][0].encode() if rows else _DUMMY_SECRET
+        matches = hmac.compare_digest(stored, client_pass.encode())
+        return str(rows[0][1]) if rows and matches else None
+
+    def account_exists(self, client_no: str) -> bool:
+        """True when the account exists."""
+        return bool(self._query("SELECT 1 FROM account WHERE client_no = ?", (client_no,)))
+
+    def password(self, client_no: str) -> str | None:
+        """The account's password, for an emulator restarted on the same database to announce."""
+        rows = self._query("SELECT client_pass FROM account WHERE client_no = ?", (client_no,))
+        return str(rows[0][0]) if rows else None
+
+    # -- service types and balances -----------------------------------------------------------
+
+    def add_service_type(
+        self, client_no: str, service_type_id: int, name: str, balance: int
+    ) -> None:
+        """Gives the account a service type with a balance.
+
+        ValueError for a duplicate, an unknown account or a negative balance.
+        """
+        _require_balance(balance)
+        with self._lock, self._write() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO service_type (client_no, service_type_id, name, balance)"
+                    " VALUES (?, ?, ?, ?)",
+                    (client_no, service_type_id, name, balance),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(
+                    f"cannot add service type {service_type_id} to {client_no!r}: {exc}"
+                ) from None
+
+    def set_balance(self, client_no: str, service_type_id: int, balance: int) -> None:
+        """Sets the messages left; KeyError when the account has no such service type."""
+        _require_balance(balance)
+        with self._lock, self._write() as conn:
+            changed = conn.execute(
+                "UPDATE service_type SET balance = ? WHERE client_no = ? AND service_type_id = ?",
+                (balance, client_no, service_type_id),
+            ).rowcount
+            if changed != 1:
+                raise KeyError(f"{client_no!r} has no service type {service_type_id}")
+
+    def balance(self, client_no: str, service_type_id: int) -> int | None:
+        """The messages left on a service type; None when the account has no such service type."""
+        rows = self._query(
+            "SELECT balance FROM service_type WHERE client_no = ? AND service_type_id = ?",
+            (client_no, service_type_id),
+        )
+        return int(rows[0][0]) if rows else None
+
+    def hosting_balances(self, client_no: str) -> list[models.HostingBalance]:
+        """The account's service types with their balances, by service type id."""
+        rows = self._query(
+            "SELECT name, balance FROM service_type WHERE client_no = ? ORDER BY service_type_id",
+            (client_no,),
+        )
+        return [models.HostingBalance(service_type_name=n, balance=b) for n, b in rows]
+
+    # -- sender names -------------------------------------------------------------------------
+
+    def add_sender_name(
+        self, client_no: str, name: str, *, status: int = 1, created: datetime
+    ) -> None:
+        """Registers a sender (brand) name; ValueError for an unknown account."""
+        created_ts = _ts(created)
+        with self._lock, self._write() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO sender_name (client_no, name, status, created)"
+                    " VALUES (?, ?, ?, ?)",
+                    (client_no, name, status, created_ts),
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError(f"account {client_no!r} does not exist") from None
+
+    def sender_names(self, client_no: str) -> list[models.SenderName]:
+        """The account's sender names in the order they were registered."""
+        rows = self._query(
+            "SELECT name, status, created FROM sender_name WHERE client_no = ? ORDER BY id",
+            (client_no,),
+        )
+        return [models.SenderName(name=n, status=s, created=_dt(c)) for n, s, c in rows]
+
+    # -- outgoing -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        client_no: str,
+        service_type_id: int,
+        messages: Sequence[Outgoing],
+        *,
+        now: datetime,
+        operation: str,
+        protocol: str,
+        charge: bool = True,
+    ) -> SubmitResult:
+        """Stores all messages and takes one message of balance each, or refuses the whole batch.
+
+        Refusals store nothing and leave the balance alone: ``no_service_type`` (the account has no
+        such service type, or no such account), and when charging, ``zero_balance`` and
+        ``over_balance`` (more messages than the balance). Messages already due at ``now`` are
+        stored in the state they have at ``now``.
+        """
+        now_ts = _ts(now)
+        count = len(messages)
+        with self._lock, self._write() as conn:
+            row = conn.execute(
+                "SELECT balance FROM service_type WHERE client_no = ? AND service_type_id = ?",
+                (client_no, service_type_id),
+            ).fetchone()
+            if row is None:
+                return SubmitResult(accepted=False, reason="no_service_type")
+            if charge:
+                if row[0] == 0:
+                    return SubmitResult(accepted=False, reason="zero_balance")
+                taken = conn.execute(
+                    "UPDATE service_type SET balance = balance - ?"
+                    " WHERE client_no = ? AND service_type_id = ? AND balance >= ?",
+                    (count, client_no, service_type_id, count),
+                ).rowcount
+                if taken != 1:
+                    return SubmitResult(accepted=False, reason="over_balance")
+            # Ids are assigned here rather than read back, which executemany cannot do; the write
+            # lock taken by BEGIN IMMEDIATE keeps them ours.
+            first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sms").fetchone()[0]
+            conn.executemany(
+                "INSERT INTO sms (id, client_no, service_type_id, phone, message, guid,"
+                " sender_name, status, created, final_status, sending_at, final_at, next_at,"
+                " operation, protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        first + i,
+                        client_no,
+                        service_type_id,
+                        *_outgoing_row(m, now_ts),
+                        operation,
+                        protocol,
+                    )
+                    for i, m in enumerate(messages)
+                ),
+            )
+            conn.execute(_ADVANCE, _advance_params(now_ts))
+            return SubmitResult(accepted=True, reason="ok", ids=tuple(range(first, first + count)))
+
+    def advance(self, now: datetime) -> int:
+        """Moves every due outgoing SMS along its timeline to its state at ``now``; the count moved.
+
+        Cheap when nothing is due (one indexed lookup, no write), so the app may call it before
+        every read.
+        """
+        now_ts = _ts(now)
+        with self._lock:
+            if not self._conn.execute(_ANY_DUE, (now_ts,)).fetchone()[0]:
+                return 0
+            with self._write() as conn:
+                return conn.execute(_ADVANCE, _advance_params(now_ts)).rowcount
+
+    def sent_since(self, client_no: str, minutes: int, now: datetime) -> list[models.SentSms]:
+        """The account's SMS created in the last ``minutes`` up to ``now``, oldest first."""
+        lo, hi = _window(minutes, now)
+        rows = self._query(
+            f"SELECT {_SENT_COLUMNS} FROM sms"  # noqa: S608 -- constant column list
+            " WHERE client_no = ? AND created >= ? AND created <= ? ORDER BY created, id",
+            (client_no, lo, hi),
+        )
+        return [_sent(r) for r in rows]
+
+    def sent_page(
+        self,
+        client_no: str,
+        page: int,
+        *,
+        from_day: date | None,
+        to_day: date | None,
+        status: int | None,
+        service_type_id: int | None,
+        key: str,
+    ) -> list[models.SentSms]:
+        """One page of the account's SMS, newest first, PAGE_SIZE rows; page 1 is the newest.
+
+        Days are inclusive calendar days in Vietnam time (None: unbounded); ``key`` matches a
+        substring of phone or message, ignoring case ('' matches all). A page past the end is
+        empty; ValueError for page < 1.
+        """
+        if page < 1:
+            raise ValueError(f"page must be 1 or more, not {page}")
+        params = {
+            "client_no": client_no,
+            "lo": None if from_day is None else _day_start(from_day),
+            "hi": None if to_day is None else _day_start(to_day + timedelta(days=1)),
+            "status": status,
+            "service_type_id": service_type_id,
+            "key": key,
+            "limit": PAGE_SIZE,
+            "offset": (page - 1) * PAGE_SIZE,
+        }
+        rows = self._query(
+            f"SELECT {_SENT_COLUMNS} FROM sms {_FILTER}"  # noqa: S608 -- constant parts
+            " ORDER BY created DESC, id DESC LIMIT :limit OFFSET :offset",
+            params,
+        )
+        return [_sent(r) for r in rows]
+
+    def total_pages(self, client_no: str, key: str) -> int:
+        """How many pages of PAGE_SIZE the account's SMS matching ``key`` fill (0 when none)."""
+        rows = self._query(
+            "SELECT COUNT(*) FROM sms WHERE client_no = :client_no"
+            " AND (:key = '' OR fibo_contains(phone, :key) OR fibo_contains(message, :key))",
+            {"client_no": client_no, "key": key},
+        )
+        return -(-int(rows[0][0]) // PAGE_SIZE)
+
+    def statuses(self, client_no: str, guids: Sequence[str]) -> list[models.SmsStatusRow]:
+        """One row per stored SMS of the account with each GUID, in the order the GUIDs are asked.
+
+        A GUID asked twice is answered once; unknown GUIDs give no row; several SMS sharing a GUID
+        give a row each, oldest first.
+        """
+        rows = self._query(
+            "SELECT guid, status, sender_name FROM sms"
+            " WHERE client_no = ? AND guid IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (client_no, json.dumps(list(guids))),
+        )
+        by_guid: dict[str, list[models.SmsStatusRow]] = {}
+        for guid, status, sender in rows:
+            by_guid.setdefault(guid, []).append(
+                models.SmsStatusRow(guid=guid, status=models.SmsStatus(status), sender_name=sender)
+            )
+        return [row for guid in dict.fromkeys(guids) for row in by_guid.get(guid, ())]
+
+    def outgoing(self, *, client_no: str | None = None, guid: str | None = None) -> list[StoredSms]:
+        """Every stored outgoing SMS, optionally of one account and/or one GUID, in id order."""
+        rows = self._query(
+            f"SELECT {_STORED_COLUMNS} FROM sms"  # noqa: S608 -- constant column list
+            " WHERE (:client_no IS NULL OR client_no = :client_no)"
+            " AND (:guid IS NULL OR guid = :guid) ORDER BY id",
+            {"client_no": client_no, "guid": guid},
+        )
+        return [
+            StoredSms(
+                id=r[0],
+                client_no=r[1],
+                service_type_id=r[2],
+                phone=r[3],
+                message=r[4],
+                guid=r[5],
+                sender_name=r[6],
+                status=models.SmsStatus(r[7]),
+                created=_dt(r[8]),
+                sent=_dt_or_none(r[9]),
+                operation=r[10],
+                protocol=r[11],
+            )
+            for r in rows
+        ]
+
+    def count_by_guid(self, client_no: str) -> dict[str, int]:
+        """How many SMS the account has stored under each GUID, in order of first use."""
+        rows = self._query(
+            "SELECT guid, COUNT(*) FROM sms WHERE client_no = ? AND guid IS NOT NULL"
+            " GROUP BY guid ORDER BY MIN(id)",
+            (client_no,),
+        )
+        return {g: int(n) for g, n in rows}
+
+    # -- incoming -----------------------------------------------------------------------------
+
+    def add_incoming(
+        self,
+        client_no: str,
+        *,
+        phone: str,
+        message: str,
+        service_type_id: int,
+        service_type_name: str,
+        status: models.IncomingStatus = models.IncomingStatus.JUST_RECEIVED,
+        created: datetime,
+        sent: datetime | None = None,
+    ) -> int:
+        """Stores an SMS sent to the account; its id. ValueError for an unknown account."""
+        params = (
+            client_no,
+            phone,
+            message,
+            int(status),
+            _ts(created),
+            _ts_or_none(sent),
+            service_type_id,
+            service_type_name,
+        )
+        with self._lock, self._write() as conn:
+            try:
+                cursor = conn.execute(
+                    "INSERT INTO incoming (client_no, phone, message, status, created, sent,"
+                    " service_type_id, service_type_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    params,
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError(f"account {client_no!r} does not exist") from None
+            return int(cursor.lastrowid or 0)
+
+    def incoming_since(
+        self, client_no: str, minutes: int, now: datetime
+    ) -> list[models.IncomingSms]:
+        """The account's incoming SMS created in the last ``minutes`` to ``now``, oldest first."""
+        lo, hi = _window(minutes, now)
+        rows = self._query(
+            f"SELECT {_INCOMING_COLUMNS} FROM incoming"  # noqa: S608 -- constant column list
+            " WHERE client_no = ? AND created >= ? AND created <= ? ORDER BY created, id",
+            (client_no, lo, hi),
+        )
+        return [_incoming(r) for r in rows]
+
+    def incoming_range(
+        self,
+        client_no: str,
+        *,
+        from_day: date,
+        to_day: date,
+        status: int | None,
+        service_type_id: int | None,
+        key: str,
+    ) -> list[models.IncomingSms]:
+        """The account's incoming SMS created on the inclusive Vietnam-time days, oldest first.
+
+        ``status`` and ``service_type_id`` None match all; ``key`` matches a substring of phone or
+        message, ignoring case ('' matches all).
+        """
+        params = {
+            "client_no": client_no,
+            "lo": _day_start(from_day),
+            "hi": _day_start(to_day + timedelta(days=1)),
+            "status": status,
+            "service_type_id": service_type_id,
+            "key": key,
+        }
+        rows = self._query(
+            f"SELECT {_INCOMING_COLUMNS} FROM incoming {_FILTER}"  # noqa: S608
+            " ORDER BY created, id",
+            params,
+        )
+        return [_incoming(r) for r in rows]
+
+
+def _outgoing_row(message: Outgoing, now_ts: float) -> tuple[Any, ...]:
+    """The columns phone through next_at of a new row: Pending until the first instant given."""
+    sending_at = _ts_or_none(message.sending_at)
+    final_at = _ts_or_none(message.final_at)
+    return (
+        message.phone,
+        message.message,
+        message.guid,
+        message.sender_name,
+        int(models.SmsStatus.PENDING),
+        now_ts,
+        int(message.final_status),
+        sending_at,
+        final_at,
+        final_at if sending_at is None else sending_at,
+    )
+
+
+def _advance_params(now_ts: float) -> dict[str, Any]:
+    return {"now": now_ts, "sending": int(models.SmsStatus.SENDING)}
+
+
+def _contains(haystack: str | None, needle: str) -> bool:
+    # casefold rather than SQLite's LIKE, whose case folding is ASCII only: keys are often
+    # Vietnamese text, and FIBO's SQL Server collation ignores case.
+    return haystack is not None and needle.casefold() in haystack.casefold()
+
+
+def _require_aware(value: datetime | None, name: str) -> None:
+    # A naive datetime would be read as the host's local time by timestamp(): wrong silently.
+    if value is not None and value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got {value!r}")
+
+
+def _require_balance(balance: int) -> None:
+    if balance < 0:
+        raise ValueError(f"balance must be 0 or more, not {balance}")
+
+
+def _ts(value: datetime) -> float:
+    _require_aware(value, "datetime")
+    return value.timestamp()
+
+
+def _ts_or_none(value: datetime | None) -> float | None:
+    return None if value is None else _ts(value)
+
+
+def _dt(value: float) -> datetime:
+    return datetime.fromtimestamp(value, models.VN_TZ)
+
+
+def _dt_or_none(value: float | None) -> datetime | None:
+    return None if value is None else _dt(value)
+
+
+def _day_start(day: date) -> float:
+    return datetime.combine(day, time(), models.VN_TZ).timestamp()
+
+
+def _window(minutes: int, now: datetime) -> tuple[float, float]:
+    if minutes < 0:
+        raise ValueError(f"minutes must be 0 or more, not {minutes}")
+    hi = _ts(now)
+    return hi - minutes * 60, hi
+
+
+def _sent(row: Any) -> models.SentSms:
+    sms_id, guid, phone, message, created, sent, status = row
+    return models.SentSms(
+        id=sms_id,
+        guid=guid,
+        phone=phone,
+        message=message,
+        created=_dt(created),
+        sent=_dt_or_none(sent),
+        status=models.SmsStatus(status),
+    )
+
+
+def _incoming(row: Any) -> models.IncomingSms:
+    sms_id, phone, message, status, created, sent, service_type_id, service_type_name = row
+    return models.IncomingSms(
+        id=sms_id,
+        phone=phone,
+        message=message,
+        status=models.IncomingStatus(status),
+        created=_dt(created),
+        sent=_dt_or_none(sent),
+        service_type_id=service_type_id,
+        service_type_name=service_type_name,
+    )

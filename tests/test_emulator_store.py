@@ -1,0 +1,668 @@
+"""The emulator's SQLite store: atomic balances, delivery timelines, reads kept to one account."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fibo_soap.emulator.store import Outgoing, Store, SubmitResult
+from fibo_soap.models import (
+    VN_TZ,
+    HostingBalance,
+    IncomingStatus,
+    SenderName,
+    SmsStatus,
+    SmsStatusRow,
+)
+from fibo_soap.operations import PAGE_SIZE
+
+NOW = datetime(2024, 5, 10, 9, 0, tzinfo=VN_TZ)
+HOSTING = 1
+TEST_CHANNEL = 3
+
+
+def seed(store: Store) -> None:
+    store.add_account("C1", "pass1", "Client One")
+    store.add_service_type("C1", HOSTING, "SMS Hosting", 100)
+    store.add_service_type("C1", TEST_CHANNEL, "SMS Email", 0)
+    store.add_account("C2", "pass2", "Client Two")
+    store.add_service_type("C2", HOSTING, "SMS Hosting", 100)
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    with Store() as s:
+        seed(s)
+        yield s
+
+
+def send(
+    store: Store,
+    messages: list[Outgoing],
+    *,
+    client_no: str = "C1",
+    service_type_id: int = HOSTING,
+    now: datetime = NOW,
+    charge: bool = True,
+) -> SubmitResult:
+    return store.submit(
+        client_no,
+        service_type_id,
+        messages,
+        now=now,
+        operation="SendSMS",
+        protocol="soap11",
+        charge=charge,
+    )
+
+
+def msg(n: int, **kwargs: object) -> Outgoing:
+    return Outgoing(f"090{n:07d}", f"Message {n}", **kwargs)  # type: ignore[arg-type]
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+def test_temporary_store_is_a_file_removed_on_close() -> None:
+    store = Store()
+    path = store.path
+    assert path.exists()
+    store.close()
+    store.close()
+    assert not path.exists()
+    assert not Path(f"{path}-wal").exists()
+
+
+def test_reopened_file_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "emulator.sqlite3"
+    with Store(path) as first:
+        seed(first)
+        first.add_sender_name("C1", "FiboSMS", created=NOW)
+        done = NOW + timedelta(minutes=1)
+        result = send(first, [msg(1, guid="g1", final_at=done), msg(2, guid="g2")])
+        first.advance(done)
+        first.add_incoming(
+            "C1",
+            phone="84913122005",
+            message="FIBO DEMO",
+            service_type_id=229,
+            service_type_name="8022(FIBO)",
+            created=NOW,
+        )
+    assert path.exists()
+
+    with Store(path) as second:
+        assert second.authenticate("C1", "pass1") == "Client One"
+        assert second.balance("C1", HOSTING) == 98
+        assert second.sender_names("C1") == [SenderName("FiboSMS", 1, NOW)]
+        assert [s.status for s in second.statuses("C1", ["g1", "g2"])] == [
+            SmsStatus.SENT_SUCCESS,
+            SmsStatus.PENDING,
+        ]
+        assert [s.id for s in second.outgoing()] == list(result.ids)
+        assert len(second.incoming_since("C1", 5, NOW)) == 1
+        # Ids continue after the stored ones rather than restarting.
+        later = send(second, [msg(3)])
+        assert later.ids == (max(result.ids) + 1,)
+
+
+def test_store_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite3"
+    with Store(path) as s:
+        s._conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(RuntimeError, match="version 99"):
+        Store(path)
+
+
+# -- accounts, service types, sender names --------------------------------------------------------
+
+
+def test_authenticate_returns_the_name_only_for_the_right_secret(store: Store) -> None:
+    assert store.authenticate("C1", "pass1") == "Client One"
+    assert store.authenticate("C1", "pass2") is None
+    assert store.authenticate("C1", "") is None
+    assert store.authenticate("nobody", "pass1") is None
+    store.add_account("C3", "mật khẩu", "Khách")
+    assert store.authenticate("C3", "mật khẩu") == "Khách"
+    assert store.authenticate("C3", "mat khau") is None
+    assert store.account_exists("C1")
+    assert not store.account_exists("nobody")
+
+
+def test_bad_seed_data_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="already exists"):
+        store.add_account("C1", "x", "y")
+    with pytest.raises(ValueError, match="service type 1"):
+        store.add_service_type("C1", HOSTING, "again", 5)
+    with pytest.raises(ValueError, match="nobody"):
+        store.add_service_type("nobody", HOSTING, "SMS Hosting", 5)
+    with pytest.raises(ValueError, match="0 or more"):
+        store.add_service_type("C1", 7, "x", -1)
+    with pytest.raises(KeyError):
+        store.set_balance("C1", 7, 5)
+    with pytest.raises(ValueError, match="0 or more"):
+        store.set_balance("C1", HOSTING, -1)
+    with pytest.raises(ValueError, match="nobody"):
+        store.add_sender_name("nobody", "Brand", created=NOW)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.add_sender_name("C1", "Brand", created=datetime(2024, 1, 1))
+
+
+def test_balances_are_per_account_and_service_type(store: Store) -> None:
+    store.set_balance("C2", HOSTING, 7)
+    assert store.balance("C1", HOSTING) == 100
+    assert store.balance("C2", HOSTING) == 7
+    assert store.balance("C1", TEST_CHANNEL) == 0
+    assert store.balance("C2", TEST_CHANNEL) is None
+    assert store.balance("nobody", HOSTING) is None
+    assert store.hosting_balances("C1") == [
+        HostingBalance("SMS Hosting", 100),
+        HostingBalance("SMS Email", 0),
+    ]
+    assert store.hosting_balances("C2") == [HostingBalance("SMS Hosting", 7)]
+    assert store.hosting_balances("nobody") == []
+
+
+def test_sender_names_in_registration_order_per_account(store: Store) -> None:
+    store.add_sender_name("C1", "FiboSMS", created=NOW)
+    store.add_sender_name("C1", "Brand2", status=0, created=NOW + timedelta(days=1))
+    store.add_sender_name("C2", "Other", created=NOW)
+    assert store.sender_names("C1") == [
+        SenderName("FiboSMS", 1, NOW),
+        SenderName("Brand2", 0, NOW + timedelta(days=1)),
+    ]
+    assert store.sender_names("C2") == [SenderName("Other", 1, NOW)]
+
+
+# -- submit and balances --------------------------------------------------------------------------
+
+
+def test_accepted_submit_stores_every_column_and_takes_the_balance(store: Store) -> None:
+    at = datetime(2024, 5, 10, 2, 0, tzinfo=UTC)
+    result = store.submit(
+        "C1",
+        HOSTING,
+        [msg(1, guid="g1", sender_name="FiboSMS"), msg(2)],
+        now=at,
+        operation="SendBulkSMS",
+        protocol="http-get",
+    )
+    assert result == SubmitResult(accepted=True, reason="ok", ids=result.ids)
+    assert len(result.ids) == 2
+    assert store.balance("C1", HOSTING) == 98
+    first, second = store.outgoing(client_no="C1")
+    assert (first.id, second.id) == result.ids
+    assert first.client_no == "C1"
+    assert first.service_type_id == HOSTING
+    assert (first.phone, first.message) == ("0900000001", "Message 1")
+    assert (first.guid, first.sender_name) == ("g1", "FiboSMS")
+    assert (second.guid, second.sender_name) == (None, None)
+    assert first.status is SmsStatus.PENDING
+    assert first.created == at
+    assert first.created.tzinfo is VN_TZ
+    assert first.sent is None
+    assert (first.operation, first.protocol) == ("SendBulkSMS", "http-get")
+
+
+def test_more_messages_than_the_balance_are_refused_whole(store: Store) -> None:
+    store.set_balance("C1", HOSTING, 5)
+    result = send(store, [msg(i) for i in range(6)])
+    assert result == SubmitResult(accepted=False, reason="over_balance", ids=())
+    assert store.outgoing() == []
+    assert store.balance("C1", HOSTING) == 5
+    # Exactly the balance still goes.
+    assert send(store, [msg(i) for i in range(5)]).accepted
+    assert store.balance("C1", HOSTING) == 0
+
+
+def test_zero_balance_is_refused(store: Store) -> None:
+    store.set_balance("C1", HOSTING, 0)
+    assert send(store, [msg(1)]) == SubmitResult(accepted=False, reason="zero_balance")
+    assert store.outgoing() == []
+    assert store.balance("C1", HOSTING) == 0
+
+
+def test_unknown_service_type_or_account_is_refused(store: Store) -> None:
+    refused = SubmitResult(accepted=False, reason="no_service_type")
+    assert send(store, [msg(1)], service_type_id=99) == refused
+    assert send(store, [msg(1)], service_type_id=TEST_CHANNEL, client_no="C2") == refused
+    assert send(store, [msg(1)], client_no="nobody") == refused
+    assert send(store, [msg(1)], service_type_id=99, charge=False) == refused
+    assert store.outgoing() == []
+
+
+def test_uncharged_submit_ignores_the_balance(store: Store) -> None:
+    free = send(store, [msg(1), msg(2)], service_type_id=TEST_CHANNEL, charge=False)
+    assert free.accepted
+    assert len(free.ids) == 2
+    assert store.balance("C1", TEST_CHANNEL) == 0
+    assert send(store, [msg(3)], charge=False).accepted
+    assert store.balance("C1", HOSTING) == 100
+    assert len(store.outgoing(client_no="C1")) == 3
+
+
+def test_empty_submit_is_accepted_with_no_ids(store: Store) -> None:
+    assert send(store, []) == SubmitResult(accepted=True, reason="ok", ids=())
+    assert store.balance("C1", HOSTING) == 100
+
+
+def _hammer(stores: list[Store], threads: int, sends_each: int) -> list[SubmitResult]:
+    """Every thread sends single messages as fast as it can, all starting together."""
+    barrier = threading.Barrier(threads)
+
+    def worker(n: int) -> list[SubmitResult]:
+        target = stores[n % len(stores)]
+        barrier.wait()
+        return [send(target, [msg(n * 1000 + i)]) for i in range(sends_each)]
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [pool.submit(worker, n) for n in range(threads)]
+    # result() re-raises a worker's exception, which a bare thread would only print.
+    return [r for f in futures for r in f.result()]
+
+
+def test_concurrent_submits_never_overdraw(store: Store) -> None:
+    store.set_balance("C1", HOSTING, 57)
+    results = _hammer([store], threads=20, sends_each=10)
+    accepted = [r for r in results if r.accepted]
+    assert len(results) == 200
+    assert len(accepted) == 57
+    assert {r.reason for r in results if not r.accepted} == {"zero_balance"}
+    assert store.balance("C1", HOSTING) == 0
+    stored = store.outgoing(client_no="C1")
+    assert len(stored) == 57
+    assert sorted(i for r in accepted for i in r.ids) == [s.id for s in stored]
+
+
+def test_concurrent_submits_through_two_connections_never_overdraw(tmp_path: Path) -> None:
+    # Two Store objects share the file but not the Python lock: only SQLite's locking holds.
+    path = tmp_path / "shared.sqlite3"
+    with Store(path) as a, Store(path) as b:
+        seed(a)
+        a.set_balance("C1", HOSTING, 57)
+        results = _hammer([a, b], threads=20, sends_each=10)
+        assert sum(r.accepted for r in results) == 57
+        assert b.balance("C1", HOSTING) == 0
+        assert len(a.outgoing(client_no="C1")) == 57
+        ids = [i for r in results for i in r.ids]
+        assert len(set(ids)) == 57
+
+
+def test_ten_thousand_messages_submit_well_under_a_second(store: Store) -> None:
+    store.set_balance("C1", HOSTING, 10_000)
+    due = NOW + timedelta(seconds=30)
+    batch = [msg(i, guid=f"g{i}", sending_at=NOW, final_at=due) for i in range(10_000)]
+    started = time.perf_counter()
+    result = send(store, batch)
+    elapsed = time.perf_counter() - started
+    assert result.accepted
+    assert len(result.ids) == 10_000
+    assert elapsed < 1.0, f"submit of 10,000 rows took {elapsed:.2f}s"
+    assert store.balance("C1", HOSTING) == 0
+    assert store.total_pages("C1", "") == 500
+    assert store.advance(due) == 10_000
+
+
+# -- delivery timeline ----------------------------------------------------------------------------
+
+
+def test_advance_moves_pending_to_sending_to_final_with_sent_date(store: Store) -> None:
+    sending, final = NOW + timedelta(seconds=5), NOW + timedelta(seconds=65)
+    send(
+        store,
+        [msg(1, guid="g", final_status=SmsStatus.SENT_FAILED, sending_at=sending, final_at=final)],
+    )
+
+    def state() -> tuple[SmsStatus, datetime | None]:
+        (row,) = store.outgoing(guid="g")
+        return row.status, row.sent
+
+    assert store.advance(NOW) == 0
+    assert state() == (SmsStatus.PENDING, None)
+    assert store.advance(sending - timedelta(microseconds=1)) == 0
+    assert state() == (SmsStatus.PENDING, None)
+    assert store.advance(sending) == 1
+    assert state() == (SmsStatus.SENDING, None)
+    assert store.advance(final - timedelta(seconds=1)) == 0
+    assert state() == (SmsStatus.SENDING, None)
+    assert store.advance(final) == 1
+    assert state() == (SmsStatus.SENT_FAILED, final)
+    assert store.advance(final + timedelta(days=1)) == 0
+    assert state() == (SmsStatus.SENT_FAILED, final)
+    (page_row,) = store.sent_page(
+        "C1", 1, from_day=None, to_day=None, status=None, service_type_id=None, key=""
+    )
+    assert page_row.sent == final
+    assert page_row.status is SmsStatus.SENT_FAILED
+
+
+def test_advance_past_both_instants_goes_straight_to_final(store: Store) -> None:
+    final = NOW + timedelta(minutes=2)
+    send(store, [msg(1, guid="g", sending_at=NOW + timedelta(minutes=1), final_at=final)])
+    assert store.advance(NOW + timedelta(hours=1)) == 1
+    (row,) = store.outgoing(guid="g")
+    assert (row.status, row.sent) == (SmsStatus.SENT_SUCCESS, final)
+
+
+def test_submit_stores_messages_already_due_in_their_state_at_now(store: Store) -> None:
+    send(
+        store,
+        [
+            msg(1, guid="done", final_status=SmsStatus.SPAM_SMS, sending_at=NOW, final_at=NOW),
+            msg(2, guid="going", sending_at=NOW, final_at=NOW + timedelta(seconds=1)),
+        ],
+    )
+    assert [(s.status, s.sent) for s in store.outgoing()] == [
+        (SmsStatus.SPAM_SMS, NOW),
+        (SmsStatus.SENDING, None),
+    ]
+
+
+def test_missing_instants_are_never_reached(store: Store) -> None:
+    send(
+        store,
+        [
+            msg(1, guid="forever-pending"),
+            msg(2, guid="forever-sending", sending_at=NOW + timedelta(seconds=1)),
+            msg(3, guid="no-sending-step", final_at=NOW + timedelta(seconds=2)),
+        ],
+    )
+    store.advance(NOW + timedelta(seconds=1, microseconds=500_000))
+    assert [s.status for s in store.outgoing()] == [
+        SmsStatus.PENDING,
+        SmsStatus.SENDING,
+        SmsStatus.PENDING,
+    ]
+    store.advance(NOW + timedelta(days=3650))
+    assert [(s.status, s.sent) for s in store.outgoing()] == [
+        (SmsStatus.PENDING, None),
+        (SmsStatus.SENDING, None),
+        (SmsStatus.SENT_SUCCESS, NOW + timedelta(seconds=2)),
+    ]
+
+
+def test_advance_finds_due_rows_through_an_index(store: Store) -> None:
+    plan = store._conn.execute(
+        "EXPLAIN QUERY PLAN SELECT 1 FROM sms WHERE next_at IS NOT NULL AND next_at <= 0"
+    ).fetchall()
+    assert any("INDEX sms_due" in str(step[-1]) for step in plan), plan
+
+
+def test_outgoing_refuses_an_impossible_timeline() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Outgoing("0900000001", "x", sending_at=datetime(2024, 1, 1))
+    with pytest.raises(ValueError, match="after final_at"):
+        Outgoing("0900000001", "x", sending_at=NOW + timedelta(seconds=1), final_at=NOW)
+    with pytest.raises(ValueError, match="not a final status"):
+        Outgoing("0900000001", "x", final_status=SmsStatus.SENDING, final_at=NOW)
+
+
+def test_naive_now_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        send(store, [msg(1)], now=datetime(2024, 1, 1))
+    assert store.outgoing() == []
+    assert store.balance("C1", HOSTING) == 100
+
+
+# -- reads ----------------------------------------------------------------------------------------
+
+
+def test_pages_of_twenty_newest_first(store: Store) -> None:
+    ids = [send(store, [msg(i)], now=NOW + timedelta(seconds=i)).ids[0] for i in range(45)]
+
+    def page(n: int) -> list[int | None]:
+        rows = store.sent_page(
+            "C1", n, from_day=None, to_day=None, status=None, service_type_id=None, key=""
+        )
+        return [r.id for r in rows]
+
+    newest_first = ids[::-1]
+    assert page(1) == newest_first[:PAGE_SIZE]
+    assert page(2) == newest_first[PAGE_SIZE : 2 * PAGE_SIZE]
+    assert page(3) == newest_first[2 * PAGE_SIZE :]
+    assert page(4) == []
+    assert page(1) == newest_first[:PAGE_SIZE]  # stable on a second read
+    with pytest.raises(ValueError, match="page"):
+        page(0)
+
+
+def test_page_filters_and_key(store: Store) -> None:
+    day = date(2024, 5, 10)
+    # 00:30 in Vietnam is still the previous day in UTC: the day filter must use Vietnam days.
+    early = datetime(2024, 5, 10, 0, 30, tzinfo=VN_TZ)
+    late = datetime(2024, 5, 10, 23, 59, 59, tzinfo=VN_TZ)
+    before = datetime(2024, 5, 9, 23, 59, 59, tzinfo=VN_TZ)
+    after = datetime(2024, 5, 11, 0, 0, tzinfo=VN_TZ)
+    a = send(store, [Outgoing("0905111222", "Xin chào Hà Nội")], now=early).ids[0]
+    b = send(store, [Outgoing("0913000000", "Giao hàng", final_at=late)], now=late).ids[0]
+    c = send(store, [Outgoing("0905333444", "other")], now=before).ids[0]
+    d = send(store, [Outgoing("0909000000", "next day")], now=after).ids[0]
+    free = Outgoing("0905999999", "free")
+    e = send(store, [free], service_type_id=TEST_CHANNEL, now=early, charge=False).ids[0]
+    send(store, [Outgoing("0905111222", "Xin chào")], client_no="C2", now=early)
+
+    def ids(
+        *,
+        from_day: date | None = None,
+        to_day: date | None = None,
+        status: int | None = None,
+        service_type_id: int | None = None,
+        key: str = "",
+    ) -> set[int | None]:
+        rows = store.sent_page(
+            "C1",
+            1,
+            from_day=from_day,
+            to_day=to_day,
+            status=status,
+            service_type_id=service_type_id,
+            key=key,
+        )
+        return {r.id for r in rows}
+
+    assert ids() == {a, b, c, d, e}
+    assert ids(from_day=day, to_day=day) == {a, b, e}
+    assert ids(from_day=day) == {a, b, d, e}
+    assert ids(to_day=day) == {a, b, c, e}
+    assert ids(from_day=day + timedelta(days=1), to_day=day) == set()
+    assert ids(status=int(SmsStatus.SENT_SUCCESS)) == {b}
+    assert ids(status=int(SmsStatus.PENDING)) == {a, c, d, e}
+    assert ids(service_type_id=TEST_CHANNEL) == {e}
+    assert ids(key="0905") == {a, c, e}
+    assert ids(key="CHÀO") == {a}
+    assert ids(key="hàng") == {b}
+    assert ids(key="%") == set()
+    assert ids(key="0905", from_day=day, to_day=day, service_type_id=HOSTING) == {a}
+
+
+def test_total_pages_counts_pages_of_twenty_matching_key(store: Store) -> None:
+    assert store.total_pages("C1", "") == 0
+    send(store, [msg(i) for i in range(PAGE_SIZE)])
+    assert store.total_pages("C1", "") == 1
+    send(store, [Outgoing("0777000000", "last one")])
+    assert store.total_pages("C1", "") == 2
+    assert store.total_pages("C1", "0777") == 1
+    assert store.total_pages("C1", "LAST") == 1
+    assert store.total_pages("C1", "nothing like it") == 0
+    assert store.total_pages("C2", "") == 0
+
+
+def test_statuses_follow_the_order_asked(store: Store) -> None:
+    send(
+        store,
+        [
+            msg(1, guid="a", sender_name="Brand"),
+            msg(2, guid="b", final_at=NOW, final_status=SmsStatus.SENT_FAILED),
+            msg(3, guid="c"),
+            msg(4, guid="a"),
+        ],
+    )
+    send(store, [msg(5, guid="b")], client_no="C2")
+    rows = store.statuses("C1", ["c", "missing", "a", "b", "c"])
+    assert rows == [
+        SmsStatusRow("c", SmsStatus.PENDING, None),
+        SmsStatusRow("a", SmsStatus.PENDING, "Brand"),
+        SmsStatusRow("a", SmsStatus.PENDING, None),
+        SmsStatusRow("b", SmsStatus.SENT_FAILED, None),
+    ]
+    assert store.statuses("C2", ["a", "b", "c"]) == [SmsStatusRow("b", SmsStatus.PENDING, None)]
+    assert store.statuses("C1", []) == []
+
+
+def test_statuses_of_many_guids(store: Store) -> None:
+    guids = [f"g{i}" for i in range(5_000)]
+    store.set_balance("C1", HOSTING, len(guids))
+    send(store, [msg(i, guid=g) for i, g in enumerate(guids)])
+    asked = guids[::-1]
+    assert [r.guid for r in store.statuses("C1", asked)] == asked
+
+
+def test_sent_since_is_a_window_of_minutes_up_to_now(store: Store) -> None:
+    at = [NOW - timedelta(minutes=10, seconds=1), NOW - timedelta(minutes=10), NOW]
+    ids = [send(store, [msg(i)], now=t).ids[0] for i, t in enumerate(at)]
+    send(store, [msg(9)], now=NOW + timedelta(seconds=1))
+    send(store, [msg(8)], client_no="C2", now=NOW)
+    assert [r.id for r in store.sent_since("C1", 10, NOW)] == ids[1:]
+    assert [r.id for r in store.sent_since("C1", 0, NOW)] == ids[2:]
+    assert [r.id for r in store.sent_since("C1", 60, NOW)] == ids
+    (row,) = store.sent_since("C1", 0, NOW)
+    assert (row.phone, row.message, row.created, row.status) == (
+        "0900000002",
+        "Message 2",
+        NOW,
+        SmsStatus.PENDING,
+    )
+    with pytest.raises(ValueError, match="minutes"):
+        store.sent_since("C1", -1, NOW)
+
+
+def test_outgoing_filters_and_count_by_guid(store: Store) -> None:
+    send(store, [msg(1, guid="x"), msg(2, guid="y"), msg(3, guid="x"), msg(4)])
+    send(store, [msg(5, guid="x")], client_no="C2")
+    assert len(store.outgoing()) == 5
+    assert [s.phone for s in store.outgoing(guid="x")] == [
+        "0900000001",
+        "0900000003",
+        "0900000005",
+    ]
+    assert [s.phone for s in store.outgoing(client_no="C1", guid="x")] == [
+        "0900000001",
+        "0900000003",
+    ]
+    assert store.count_by_guid("C1") == {"x": 2, "y": 1}
+    assert store.count_by_guid("C2") == {"x": 1}
+    assert store.count_by_guid("nobody") == {}
+
+
+# -- incoming -------------------------------------------------------------------------------------
+
+
+def _incoming(store: Store, client_no: str, created: datetime, **kwargs: object) -> int:
+    fields: dict[str, object] = {
+        "phone": "84913122005",
+        "message": "FIBO DEMO",
+        "service_type_id": 229,
+        "service_type_name": "8022(FIBO)",
+        "created": created,
+    }
+    fields.update(kwargs)
+    return store.add_incoming(client_no, **fields)  # type: ignore[arg-type]
+
+
+def test_incoming_rows_keep_every_field(store: Store) -> None:
+    sent = NOW + timedelta(minutes=1)
+    new_id = _incoming(store, "C1", NOW, status=IncomingStatus.CONFIRMED, sent=sent)
+    (row,) = store.incoming_since("C1", 1, NOW)
+    assert row.id == new_id
+    assert (row.phone, row.message) == ("84913122005", "FIBO DEMO")
+    assert row.status is IncomingStatus.CONFIRMED
+    assert (row.created, row.sent) == (NOW, sent)
+    assert row.created is not None
+    assert row.created.tzinfo is VN_TZ
+    assert (row.service_type_id, row.service_type_name) == (229, "8022(FIBO)")
+    with pytest.raises(ValueError, match="nobody"):
+        _incoming(store, "nobody", NOW)
+
+
+def test_incoming_since_is_a_window_of_minutes(store: Store) -> None:
+    old = _incoming(store, "C1", NOW - timedelta(minutes=5, seconds=1))
+    edge = _incoming(store, "C1", NOW - timedelta(minutes=5))
+    fresh = _incoming(store, "C1", NOW)
+    _incoming(store, "C1", NOW + timedelta(seconds=1))
+    _incoming(store, "C2", NOW)
+    assert [r.id for r in store.incoming_since("C1", 5, NOW)] == [edge, fresh]
+    assert [r.id for r in store.incoming_since("C1", 6, NOW)] == [old, edge, fresh]
+    assert store.incoming_since("C2", 5, NOW - timedelta(hours=1)) == []
+
+
+def test_incoming_range_uses_vietnam_days_and_filters(store: Store) -> None:
+    day = date(2024, 5, 10)
+    a = _incoming(store, "C1", datetime(2024, 5, 10, 0, 0, tzinfo=VN_TZ), message="Đăng ký")
+    b = _incoming(
+        store,
+        "C1",
+        datetime(2024, 5, 10, 23, 59, 59, tzinfo=VN_TZ),
+        phone="84909000000",
+        status=IncomingStatus.WRONG_SYNTAX,
+        service_type_id=1,
+        service_type_name="19001733",
+    )
+    c = _incoming(store, "C1", datetime(2024, 5, 9, 23, 59, 59, tzinfo=VN_TZ))
+    d = _incoming(store, "C1", datetime(2024, 5, 11, 0, 0, tzinfo=VN_TZ))
+    _incoming(store, "C2", datetime(2024, 5, 10, 12, 0, tzinfo=VN_TZ))
+
+    def ids(
+        from_day: date,
+        to_day: date,
+        *,
+        status: int | None = None,
+        service_type_id: int | None = None,
+        key: str = "",
+    ) -> list[int | None]:
+        rows = store.incoming_range(
+            "C1",
+            from_day=from_day,
+            to_day=to_day,
+            status=status,
+            service_type_id=service_type_id,
+            key=key,
+        )
+        return [r.id for r in rows]
+
+    assert ids(day, day) == [a, b]
+    assert ids(day - timedelta(days=1), day + timedelta(days=1)) == [c, a, b, d]
+    assert ids(day, day, status=int(IncomingStatus.WRONG_SYNTAX)) == [b]
+    assert ids(day, day, status=int(IncomingStatus.JUST_RECEIVED)) == [a]
+    assert ids(day, day, service_type_id=229) == [a]
+    assert ids(day, day, key="84909") == [b]
+    assert ids(day, day, key="ĐĂNG") == [a]
+    assert ids(day + timedelta(days=1), day) == []
+
+
+# -- instants -------------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    instant=st.datetimes(
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2100, 1, 1),
+        timezones=st.sampled_from([UTC, VN_TZ]),
+    )
+)
+def test_instants_come_back_equal_in_vietnam_time(instant: datetime) -> None:
+    with Store() as store:
+        seed(store)
+        store.add_sender_name("C1", "Brand", created=instant)
+        (row,) = store.sender_names("C1")
+    assert row.created == instant
+    assert row.created is not None
+    assert row.created.utcoffset() == timedelta(hours=7)
