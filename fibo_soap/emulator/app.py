@@ -1,0 +1,426 @@
+"""The emulator's ASGI app: FIBO's Service.asmx over SOAP 1.1, SOAP 1.2, HTTP GET and HTTP POST,
+answering at the edges the way ASP.NET ASMX does, plus an admin API under ``/_emulator/``.
+
+Routes per protocol live here; what the methods do lives in service.py, state in store.py, the XML
+in the project's codec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from fibo_soap import codec, wsdl
+from fibo_soap.emulator.faults import AFTER_METHOD, Fault, FaultKind, Faults
+from fibo_soap.emulator.service import FiboService
+from fibo_soap.errors import FiboError
+from fibo_soap.models import IncomingStatus
+from fibo_soap.operations import OPERATIONS, Operation
+
+#: ASP.NET's default maxRequestLength (4 MB).
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+MAX_QUERY_BYTES = 32 * 1024
+
+XML = "text/xml; charset=utf-8"
+SOAP12 = "application/soap+xml; charset=utf-8"
+TEXT = "text/plain; charset=utf-8"
+
+_DANGEROUS = ("<", "&#")
+_TRANSPORT_KEY = "fibo.transport"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A request as the emulator received it, for tests that assert on the wire."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    body: bytes
+    protocol: str
+    operation: str | None
+    params: Mapping[str, str | None] = field(default_factory=dict)
+
+
+class EmulatorApp:
+    """The ASGI application. ``request_validation`` refuses ``<`` in GET/POST values like .NET 4."""
+
+    def __init__(
+        self,
+        service: FiboService,
+        faults: Faults,
+        *,
+        request_validation: bool = False,
+        record: int = 1000,
+    ) -> None:
+        self.service = service
+        self.faults = faults
+        self.request_validation = request_validation
+        self.recorded: deque[Recorded] = deque(maxlen=record or None)
+        self.record = record > 0
+        self._namespace = wsdl.wsdl_namespace()
+        self._app = Starlette(
+            routes=[
+                Route("/Service.asmx", self._asmx, methods=["GET", "POST"]),
+                Route("/Service.asmx/{method}", self._http_method, methods=["GET", "POST"]),
+                Route("/_emulator/hello", self._hello, methods=["GET", "POST"]),
+                Route("/_emulator/faults", self._faults, methods=["GET", "POST", "DELETE"]),
+                Route("/_emulator/advance", self._advance, methods=["POST"]),
+                Route("/_emulator/incoming", self._incoming, methods=["POST"]),
+                Route("/_emulator/messages", self._messages, methods=["GET"]),
+                Route("/_emulator/balance", self._balance, methods=["POST"]),
+            ]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The faults that drop a connection need the socket's transport; uvicorn's ``send`` is a
+        # bound method of the request cycle that holds it.
+        if scope["type"] == "http":
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            scope.setdefault("extensions", {})[_TRANSPORT_KEY] = transport
+        await self._app(scope, receive, send)
+
+    # --- Service.asmx: WSDL, help page, SOAP -----------------------------------------------
+
+    async def _asmx(self, request: Request) -> Response:
+        if request.method == "GET":
+            if request.url.query.lower() == "wsdl":
+                address = str(request.url.replace(query="")).rstrip("?")
+                return Response(wsdl.wsdl_with_address(address), media_type=XML)
+            return Response(_help_page(), media_type="text/html; charset=utf-8")
+        body = await _body(request)
+        if body is None:
+            return PlainTextResponse("Maximum request length exceeded.", 413)
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in ("text/xml", "application/soap+xml"):
+            return PlainTextResponse(f"Unsupported media type {media!r}.", 415)
+        version: codec.SoapVersion = "1.1" if media == "text/xml" else "1.2"
+        try:
+            call = codec.decode_soap_request(body, max_bytes=MAX_REQUEST_BYTES)
+        except FiboError as exc:
+            return _fault(
+                version, "Client", f"Server was unable to read request. ---> {exc.detail}"
+            )
+        if call.version != version:
+            # ASMX refuses an envelope whose version does not match its content type.
+            return PlainTextResponse("Unsupported media type for this SOAP version.", 415)
+        action = _soap_action(request, version)
+        op = OPERATIONS.get(call.method)
+        if version == "1.1" and action != f"{self._namespace}{call.method}":
+            return _fault(
+                version,
+                "Client",
+                f"Server did not recognize the value of HTTP Header SOAPAction: {action}.",
+            )
+        if op is None or call.namespace != self._namespace:
+            return _fault(
+                version,
+                "Client",
+                f"Server did not recognize the request element {call.method!r}.",
+            )
+        protocol = "soap11" if version == "1.1" else "soap12"
+        self._record(request, body, protocol, op, call.params)
+        return await self._invoke(request, op, call.params, protocol)
+
+    # --- Service.asmx/<Method>: HTTP GET and POST ------------------------------------------
+
+    async def _http_method(self, request: Request) -> Response:
+        name = request.path_params["method"]
+        op = OPERATIONS.get(name)
+        if op is None:
+            return _asmx_error(
+                f"Request format is unrecognized for URL unexpectedly ending in '/{name}'."
+            )
+        protocol = "get" if request.method == "GET" else "post"
+        if protocol == "get":
+            raw = request.url.query.encode("latin-1", "replace")
+            if len(raw) > MAX_QUERY_BYTES:
+                return PlainTextResponse("The request URL is too long.", 414)
+            body = b""
+        else:
+            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            body_or_none = await _body(request)
+            if body_or_none is None:
+                return PlainTextResponse("Maximum request length exceeded.", 413)
+            body = body_or_none
+            if media != "application/x-www-form-urlencoded":
+                return _asmx_error(
+                    f"Request format is unrecognized for URL unexpectedly ending in '/{name}'."
+                )
+            raw = body
+        try:
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            return _asmx_error("System.ArgumentException: Invalid character in the request.")
+        fields = dict(pairs)
+        for name_ in op.params:
+            if name_ not in fields:
+                return _asmx_error(
+                    f"System.InvalidOperationException: Missing parameter: {name_}.\r\n"
+                    "   at System.Web.Services.Protocols.ValueCollectionParameterReader.Read"
+                    "(NameValueCollection collection)"
+                )
+        if self.request_validation:
+            source = "QueryString" if protocol == "get" else "Form"
+            for key, value in fields.items():
+                if any(mark in value for mark in _DANGEROUS):
+                    return _asmx_error(
+                        f"A potentially dangerous Request.{source} value was detected from the "
+                        f'client ({key}="{value[:20]}...").'
+                    )
+        params = {name_: fields[name_] for name_ in op.params}
+        self._record(request, body, protocol, op, params)
+        return await self._invoke(request, op, params, protocol)
+
+    # --- the call, under faults ------------------------------------------------------------
+
+    async def _invoke(
+        self,
+        request: Request,
+        op: Operation,
+        params: Mapping[str, str | None],
+        protocol: str,
+    ) -> Response:
+        fired = self.faults.take(op.name, protocol) if self.faults.rules() else []
+        kinds = {rule.kind for rule in fired}
+        delay = sum(rule.seconds for rule in fired if rule.kind is FaultKind.LATENCY)
+        if delay:
+            await asyncio.sleep(delay)
+        if FaultKind.CLOSE_BEFORE in kinds:
+            return _drop(request)
+        if FaultKind.HTTP_500 in kinds:
+            return PlainTextResponse("Internal Server Error (injected)", 500)
+        if FaultKind.SOAP_FAULT in kinds:
+            return _fault(
+                "1.2" if protocol == "soap12" else "1.1",
+                "Server",
+                "Server was unable to process request. ---> injected fault",
+            )
+        try:
+            value = self.service.call(op, params, protocol)
+        except Exception as exc:  # noqa: BLE001 - ASMX turns any exception into a fault
+            if protocol in ("soap11", "soap12"):
+                return _fault(
+                    "1.2" if protocol == "soap12" else "1.1",
+                    "Server",
+                    f"Server was unable to process request. ---> {type(exc).__name__}",
+                )
+            return _asmx_error(f"System.Exception: {type(exc).__name__}")
+        if kinds & AFTER_METHOD:
+            if FaultKind.CLOSE_AFTER in kinds:
+                return _drop(request)
+            if FaultKind.BAD_INNER_XML in kinds:
+                value = "<SMS><Code>200</Code><Message>Sending..."
+        response = self._answer(op, value, protocol)
+        if FaultKind.TRUNCATE in kinds:
+            return _Truncated(response, request)
+        return response
+
+    def _answer(self, op: Operation, value: str | int, protocol: str) -> Response:
+        if protocol == "soap11":
+            body = codec.encode_soap_response(op, value, version="1.1", namespace=self._namespace)
+            return Response(body, media_type=XML)
+        if protocol == "soap12":
+            body = codec.encode_soap_response(op, value, version="1.2", namespace=self._namespace)
+            return Response(body, media_type=SOAP12)
+        return Response(codec.encode_http_body(op, value, self._namespace), media_type=XML)
+
+    def _record(
+        self,
+        request: Request,
+        body: bytes,
+        protocol: str,
+        op: Operation,
+        params: Mapping[str, str | None],
+    ) -> None:
+        if self.record:
+            self.recorded.append(
+                Recorded(
+                    request.method,
+                    request.url.path,
+                    request.url.query,
+                    dict(request.headers),
+                    body,
+                    protocol,
+                    op.name,
+                    dict(params),
+                )
+            )
+
+    # --- admin -----------------------------------------------------------------------------
+
+    async def _hello(self, request: Request) -> Response:
+        return PlainTextResponse("hello")
+
+    async def _faults(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.faults.clear()
+        elif request.method == "POST":
+            try:
+                data = await request.json()
+                rule = Fault.from_dict(data)
+            except (ValueError, TypeError) as exc:
+                return JSONResponse({"error": str(exc)}, 400)
+            added = self.faults.add(
+                rule.kind,
+                method=rule.method,
+                protocol=rule.protocol,
+                times=rule.times,
+                seconds=rule.seconds,
+            )
+            return JSONResponse(added.to_dict(), 201)
+        return JSONResponse([rule.to_dict() for rule in self.faults.rules()])
+
+    async def _advance(self, request: Request) -> Response:
+        data = await _json(request)
+        self.service.clock.advance(float(data.get("seconds", 0)))
+        changed = self.service.store.advance(self.service.clock.now())
+        return JSONResponse({"now": self.service.clock.now().isoformat(), "changed": changed})
+
+    async def _incoming(self, request: Request) -> Response:
+        data = await _json(request)
+        try:
+            new_id = self.service.store.add_incoming(
+                str(data["client_no"]),
+                phone=str(data["phone"]),
+                message=str(data["message"]),
+                service_type_id=int(data.get("service_type_id", 1)),
+                service_type_name=str(data.get("service_type_name", "8022(FIBO)")),
+                status=IncomingStatus(int(data.get("status", 0))),
+                created=self.service.clock.now(),
+            )
+        except (KeyError, ValueError) as exc:
+            return JSONResponse({"error": f"bad incoming SMS: {exc}"}, 400)
+        return JSONResponse({"id": new_id}, 201)
+
+    async def _messages(self, request: Request) -> Response:
+        guid = request.query_params.get("guid")
+        client_no = request.query_params.get("client_no")
+        rows = self.service.store.outgoing(client_no=client_no, guid=guid)
+        return JSONResponse([_jsonable(row) for row in rows])
+
+    async def _balance(self, request: Request) -> Response:
+        data = await _json(request)
+        try:
+            self.service.store.set_balance(
+                str(data["client_no"]), int(data["service_type"]), int(data["balance"])
+            )
+        except (KeyError, ValueError) as exc:
+            return JSONResponse({"error": f"cannot set balance: {exc}"}, 400)
+        return JSONResponse({"ok": True})
+
+
+class _Truncated(Response):
+    """An answer that declares its full length, sends half, and drops the connection."""
+
+    def __init__(self, whole: Response, request: Request) -> None:
+        super().__init__(whole.body, media_type=whole.media_type)
+        self._request = request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": self.body[: len(self.body) // 2],
+                "more_body": True,
+            }
+        )
+        _abort(self._request)
+
+
+class _Dropped(Response):
+    """No answer at all: the connection is closed under the client."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__()
+        self._request = request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        _abort(self._request)
+
+
+def _drop(request: Request) -> Response:
+    return _Dropped(request)
+
+
+def _abort(request: Request) -> None:
+    transport = request.scope.get("extensions", {}).get(_TRANSPORT_KEY)
+    if transport is None:
+        raise ConnectionAbortedError("the server cannot drop this connection")
+    transport.abort()
+
+
+async def _body(request: Request) -> bytes | None:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _soap_action(request: Request, version: Literal["1.1", "1.2"]) -> str:
+    if version == "1.1":
+        return request.headers.get("soapaction", "").strip().strip('"')
+    for part in request.headers.get("content-type", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "action":
+            return value.strip('"')
+    return ""
+
+
+def _fault(version: codec.SoapVersion, code: Literal["Client", "Server"], reason: str) -> Response:
+    media = XML if version == "1.1" else SOAP12
+    return Response(codec.encode_soap_fault(version, code, reason), 500, media_type=media)
+
+
+def _asmx_error(text: str) -> Response:
+    return PlainTextResponse(text, 500, media_type="text/plain")
+
+
+def _help_page() -> bytes:
+    items = "".join(
+        f'<li><a href="Service.asmx?op={name}">{html.escape(name)}</a></li>' for name in OPERATIONS
+    )
+    page = (
+        "<html><head><title>Service Web Service</title></head><body>"
+        "<h1>Service</h1><p>The following operations are supported. For a formal definition, "
+        'please review the <a href="Service.asmx?WSDL">Service Description</a>.</p>'
+        f"<ul>{items}</ul></body></html>"
+    )
+    return page.encode("utf-8")
+
+
+def _jsonable(row: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in row.__dataclass_fields__:
+        value = getattr(row, name)
+        out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out

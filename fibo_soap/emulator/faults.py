@@ -1,0 +1,131 @@
+"""Faults on demand: deterministic failures scoped per method and protocol.
+
+A fault matches calls by wire method and protocol (``*`` for any) and fires on the next ``times``
+matching calls (None: on every one). Faults are set from Python, from the CLI, or through the
+admin endpoint, all of which land here.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class FaultKind(StrEnum):
+    """What goes wrong."""
+
+    LATENCY = "latency"  # the answer comes ``seconds`` late, otherwise intact
+    HTTP_500 = "http_500"  # HTTP 500 with a plain-text body, before the method runs
+    SOAP_FAULT = "soap_fault"  # a soap:Server fault (HTTP 500) before the method runs
+    CLOSE_BEFORE = "close_before"  # the connection is dropped before the method runs
+    CLOSE_AFTER = "close_after"  # the method runs (a send is stored), then the connection drops
+    TRUNCATE = "truncate"  # the method runs; the answer is cut off half way
+    BAD_INNER_XML = "bad_inner_xml"  # the method runs; the result text is malformed XML
+
+
+#: Faults under which the method still runs (and a send is stored).
+AFTER_METHOD = frozenset({FaultKind.CLOSE_AFTER, FaultKind.TRUNCATE, FaultKind.BAD_INNER_XML})
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One fault rule."""
+
+    kind: FaultKind
+    method: str = "*"
+    protocol: str = "*"
+    times: int | None = None
+    seconds: float = 0.0
+    id: int = field(default=0, compare=False)
+
+    def matches(self, method: str, protocol: str) -> bool:
+        """True when the rule covers a call of ``method`` over ``protocol``."""
+        return self.method in ("*", method) and self.protocol in ("*", protocol)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule as JSON-ready data."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fault:
+        """A rule from JSON data; ValueError names what is wrong."""
+        try:
+            kind = FaultKind(data["kind"])
+        except (KeyError, ValueError):
+            kinds = ", ".join(k.value for k in FaultKind)
+            raise ValueError(f"fault kind must be one of: {kinds}") from None
+        times = data.get("times")
+        if times is not None and (not isinstance(times, int) or times < 1):
+            raise ValueError("times must be a whole number ≥ 1, or null for always")
+        seconds = float(data.get("seconds", 0.0))
+        if seconds < 0 or seconds > 300:
+            raise ValueError("seconds must be between 0 and 300")
+        return cls(
+            kind,
+            str(data.get("method", "*")),
+            str(data.get("protocol", "*")),
+            times,
+            seconds,
+        )
+
+
+class Faults:
+    """The active fault rules; thread-safe."""
+
+    def __init__(self) -> None:
+        self._rules: list[Fault] = []
+        self._next_id = 1
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        kind: FaultKind | str,
+        *,
+        method: str = "*",
+        protocol: str = "*",
+        times: int | None = None,
+        seconds: float = 0.0,
+    ) -> Fault:
+        """Add a rule; returns it with its id."""
+        rule = Fault.from_dict(
+            {
+                "kind": kind,
+                "method": method,
+                "protocol": protocol,
+                "times": times,
+                "seconds": seconds,
+            }
+        )
+        with self._lock:
+            rule = replace(rule, id=self._next_id)
+            self._next_id += 1
+            self._rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        """Remove every rule."""
+        with self._lock:
+            self._rules.clear()
+
+    def rules(self) -> list[Fault]:
+        """The active rules, oldest first."""
+        with self._lock:
+            return list(self._rules)
+
+    def take(self, method: str, protocol: str) -> list[Fault]:
+        """The rules that fire for this call, each counted once against its ``times``."""
+        fired: list[Fault] = []
+        with self._lock:
+            kept: list[Fault] = []
+            for rule in self._rules:
+                if rule.matches(method, protocol):
+                    fired.append(rule)
+                    if rule.times is not None:
+                        if rule.times > 1:
+                            kept.append(replace(rule, times=rule.times - 1))
+                        continue
+                kept.append(rule)
+            self._rules = kept
+        return fired

@@ -1,0 +1,305 @@
+"""Running the emulator: in-process in a background thread (``run_emulator``) or as a server
+(``serve``, behind ``fibo-sms emulator``), with one seeded account either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import uvicorn
+
+from fibo_soap.emulator.app import EmulatorApp, Recorded
+from fibo_soap.emulator.faults import Fault, FaultKind, Faults
+from fibo_soap.emulator.service import Clock, FiboService
+from fibo_soap.emulator.store import Store, StoredSms
+from fibo_soap.models import IncomingStatus
+
+DEFAULT_CLIENT_NO = "CL0001"
+DEFAULT_CLIENT_NAME = "Nguyen Van A"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTypeSeed:
+    """A hosting service an account is seeded with."""
+
+    id: int
+    name: str
+    balance: int
+
+
+#: What a seeded account holds: FIBO's regular channel, a brand-name channel, the test channel.
+DEFAULT_SERVICE_TYPES = (
+    ServiceTypeSeed(1, "+841223100690", 1000),
+    ServiceTypeSeed(2, "FiboSMS brand name", 500),
+    ServiceTypeSeed(3, "Email (Free for testing)", 2870),
+)
+DEFAULT_SENDER_NAMES = ("FiboSMS", "SenderName1")
+
+
+class Emulator:
+    """A running emulator: where it listens, its seeded account, and helpers for tests.
+
+    ``store`` is the state itself; ``faults`` the fault rules; ``recorded`` the last requests
+    received (method, path, headers, body, parsed parameters), newest last.
+    """
+
+    def __init__(self, app: EmulatorApp, host: str, port: int, client_no: str, client_pass: str):
+        self.app = app
+        self.host = host
+        self.port = port
+        self.client_no = client_no
+        self.client_pass = client_pass
+
+    def __repr__(self) -> str:
+        return f"Emulator(endpoint={self.endpoint!r}, client_no={self.client_no!r})"
+
+    @property
+    def endpoint(self) -> str:
+        """The Service.asmx address to give a client."""
+        return f"http://{self.host}:{self.port}/Service.asmx"
+
+    @property
+    def store(self) -> Store:
+        """The emulator's state."""
+        return self.app.service.store
+
+    @property
+    def faults(self) -> Faults:
+        """The fault rules."""
+        return self.app.faults
+
+    @property
+    def clock(self) -> Clock:
+        """The emulator's clock."""
+        return self.app.service.clock
+
+    @property
+    def recorded(self) -> list[Recorded]:
+        """The requests received so far (bounded), oldest first."""
+        return list(self.app.recorded)
+
+    def client(self, **options: Any) -> Any:
+        """A FiboClient of the seeded account pointed at this emulator (service type 1)."""
+        from fibo_soap.client import FiboClient
+
+        options.setdefault("service_type", "1")
+        return FiboClient(self.client_no, self.client_pass, endpoint=self.endpoint, **options)
+
+    def add_account(
+        self,
+        client_no: str,
+        client_pass: str,
+        name: str = DEFAULT_CLIENT_NAME,
+        *,
+        service_types: Sequence[ServiceTypeSeed] = DEFAULT_SERVICE_TYPES,
+        sender_names: Sequence[str] = DEFAULT_SENDER_NAMES,
+    ) -> None:
+        """Seed an account with service types, balances and sender names."""
+        seed_account(
+            self.store, client_no, client_pass, name, service_types, sender_names, self.clock
+        )
+
+    def set_balance(
+        self, balance: int, service_type: int = 1, client_no: str | None = None
+    ) -> None:
+        """Set the balance of a service type of an account (the seeded one by default)."""
+        self.store.set_balance(client_no or self.client_no, service_type, balance)
+
+    def balance(self, service_type: int = 1, client_no: str | None = None) -> int | None:
+        """The balance of a service type, read from the store."""
+        return self.store.balance(client_no or self.client_no, service_type)
+
+    def add_sender_name(self, name: str, client_no: str | None = None) -> None:
+        """Register a sender (brand) name."""
+        self.store.add_sender_name(client_no or self.client_no, name, created=self.clock.now())
+
+    def inject_incoming(
+        self,
+        phone: str,
+        message: str,
+        *,
+        service_type_id: int = 1,
+        service_type_name: str = "8022(FIBO)",
+        status: IncomingStatus = IncomingStatus.JUST_RECEIVED,
+        client_no: str | None = None,
+        created: datetime | None = None,
+    ) -> int:
+        """Make an SMS arrive for an account, as if a subscriber had sent it; its id."""
+        when = created or self.clock.now()
+        return self.store.add_incoming(
+            client_no or self.client_no,
+            phone=phone,
+            message=message,
+            service_type_id=service_type_id,
+            service_type_name=service_type_name,
+            status=status,
+            created=when,
+            sent=when,
+        )
+
+    def advance(self, seconds: float) -> int:
+        """Move the clock (and so delivery) forward; how many messages changed state."""
+        self.clock.advance(seconds)
+        return self.store.advance(self.clock.now())
+
+    def received(self, guid: str | None = None, client_no: str | None = None) -> list[StoredSms]:
+        """Every message that reached the gateway (optionally with this GUID)."""
+        return self.store.outgoing(client_no=client_no, guid=guid)
+
+    def fault(
+        self,
+        kind: FaultKind | str,
+        *,
+        method: str = "*",
+        protocol: str = "*",
+        times: int | None = None,
+        seconds: float = 0.0,
+    ) -> Fault:
+        """Inject a fault (see faults.FaultKind); returns the rule."""
+        return self.faults.add(kind, method=method, protocol=protocol, times=times, seconds=seconds)
+
+
+def seed_account(
+    store: Store,
+    client_no: str,
+    client_pass: str,
+    name: str,
+    service_types: Sequence[ServiceTypeSeed],
+    sender_names: Sequence[str],
+    clock: Clock,
+) -> None:
+    """Create an account with its service types and sender names (nothing if it exists)."""
+    if store.account_exists(client_no):
+        return
+    store.add_account(client_no, client_pass, name)
+    for seed in service_types:
+        store.add_service_type(client_no, seed.id, seed.name, seed.balance)
+    for sender in sender_names:
+        store.add_sender_name(client_no, sender, created=clock.now())
+
+
+def build(
+    *,
+    db: str | os.PathLike[str] | None = None,
+    client_no: str = DEFAULT_CLIENT_NO,
+    client_pass: str | None = None,
+    delivery_delay: float = 1.0,
+    request_validation: bool = False,
+    record: int = 1000,
+) -> tuple[EmulatorApp, str]:
+    """The app over a store at ``db`` (temporary when None) with the account seeded; and the
+    account's password (generated when not given; kept when the database already has it)."""
+    store = Store(db)
+    clock = Clock()
+    password = client_pass or store.password(client_no) or secrets.token_urlsafe(12)
+    seed_account(
+        store,
+        client_no,
+        password,
+        DEFAULT_CLIENT_NAME,
+        DEFAULT_SERVICE_TYPES,
+        DEFAULT_SENDER_NAMES,
+        clock,
+    )
+    service = FiboService(store, clock, delivery_delay=delivery_delay)
+    return EmulatorApp(service, Faults(), request_validation=request_validation, record=record), (
+        password
+    )
+
+
+def _config(app: EmulatorApp, **options: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=30,
+        **options,
+    )
+
+
+@contextlib.contextmanager
+def run_emulator(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    db: str | os.PathLike[str] | None = None,
+    client_no: str = DEFAULT_CLIENT_NO,
+    client_pass: str | None = None,
+    delivery_delay: float = 1.0,
+    request_validation: bool = False,
+    record: int = 1000,
+) -> Iterator[Emulator]:
+    """A running emulator on a free loopback port (or ``port``) in a background thread.
+
+    Fresh, temporary state unless ``db`` names a database file; stopped and closed on exit.
+    """
+    app, password = build(
+        db=db,
+        client_no=client_no,
+        client_pass=client_pass,
+        delivery_delay=delivery_delay,
+        request_validation=request_validation,
+        record=record,
+    )
+    # IPPROTO_TCP given explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
+    # and without it every answer waits 40 ms for the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(_config(app))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="fibo-emulator", daemon=True
+    )
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the emulator failed to start")
+            threading.Event().wait(0.01)
+        yield Emulator(app, host, sock.getsockname()[1], client_no, password)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        app.service.store.close()
+
+
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8091,
+    db: str | os.PathLike[str] | None = None,
+    client_no: str = DEFAULT_CLIENT_NO,
+    client_pass: str | None = None,
+    delivery_delay: float = 1.0,
+    request_validation: bool = False,
+    announce: Any = print,
+) -> None:
+    """Run the emulator in the foreground until interrupted, announcing the seeded account."""
+    app, password = build(
+        db=db,
+        client_no=client_no,
+        client_pass=client_pass,
+        delivery_delay=delivery_delay,
+        request_validation=request_validation,
+        record=0,
+    )
+    emulator = Emulator(app, host, port, client_no, password)
+    announce(f"FIBO emulator at {emulator.endpoint}")
+    announce(f"  FIBO_ENDPOINT={emulator.endpoint}")
+    announce(f"  FIBO_CLIENT_NO={client_no}")
+    announce(f"  FIBO_CLIENT_PASS={password}")
+    announce(f"  admin: http://{host}:{port}/_emulator/faults")
+    try:
+        uvicorn.Server(_config(app, host=host, port=port)).run()
+    finally:
+        app.service.store.close()

@@ -1,0 +1,362 @@
+"""What FIBO's methods do, run against the emulator's store: codes, balances, magic numbers.
+
+This is the emulator's side of the operation table: each wire method takes its parameters (None
+for an element a SOAP request left out, as .NET binds it) and returns the result text or int that
+the protocol layer wraps. Result documents are written by the project's codec.
+
+Magic phone numbers (any valid mobile number whose last four digits are these):
+- ``00NN`` with NN from 03 to 11: the message ends in SMSStatus NN (03 SentFailed,
+  05 ToNumberNotCorrect, 10 SpamSMS, ...) instead of SentSuccess;
+- ``0101``: the gateway refuses the number (code 101, or ListWrongPhoneNumber in a list send).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from fibo_soap import codec, phone
+from fibo_soap.emulator.store import Outgoing, Store
+from fibo_soap.errors import (
+    CODE_ACCEPTED,
+    CODE_AUTH,
+    CODE_ERROR,
+    CODE_NO_SMS,
+    CODE_OK,
+    CODE_OVER_BALANCE,
+    CODE_PHONE,
+    CODE_SERVICE_TYPE,
+    CODE_ZERO_BALANCE,
+    FiboError,
+)
+from fibo_soap.models import SmsStatus
+from fibo_soap.operations import (
+    BULK_DOCUMENT,
+    MULTI_MESSAGE_DOCUMENT,
+    OPERATIONS,
+    PHONE_LIST_DOCUMENT,
+    STATUS_QUERY_DOCUMENT,
+    TEST_SERVICE_TYPE,
+    Operation,
+    RequestDocument,
+)
+
+ABOUT_TEXT = "www.Fibovietnam.com"
+MESSAGES = {
+    CODE_AUTH: "Please check your account!",
+    CODE_PHONE: "Please check your Phone number!",
+    CODE_ZERO_BALANCE: "Your balance is zero!",
+    CODE_SERVICE_TYPE: " Service type is wrong! ",
+    CODE_OVER_BALANCE: " The number of SMS is greater than SMS balance! ",
+    CODE_ACCEPTED: "Sending...",
+    CODE_NO_SMS: "No SMS!",
+}
+
+#: Last four digits of a number the gateway refuses.
+REFUSED_SUFFIX = "0101"
+
+
+class Clock:
+    """The emulator's clock: real time plus an offset that tests move with ``advance``."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta()
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        """The emulator's current time (aware, UTC)."""
+        return datetime.now(UTC) + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward, so that delivery and time windows move with it."""
+        with self._lock:
+            self._offset += timedelta(seconds=seconds)
+
+
+def final_status(number: str) -> SmsStatus:
+    """The status a message to ``number`` ends in, by the magic-number rule."""
+    tail = number[-4:]
+    if tail.startswith("00") and tail[2:].isdigit():
+        code = int(tail[2:])
+        if SmsStatus.SENT_FAILED <= code <= SmsStatus.RESTORE_TO_ACCOUNT_CLIENT:
+            return SmsStatus(code)
+    return SmsStatus.SENT_SUCCESS
+
+
+def refused(number: str) -> bool:
+    """True when the gateway refuses the number: not a valid mobile number, or magic ``0101``."""
+    # The wire carries national (0…) or international digits without "+"; give the latter back
+    # their "+" so a foreign number is read under its own country, not as a Vietnamese one.
+    spelled = number if number.startswith(("0", "+")) else f"+{number}"
+    try:
+        normalized = phone.normalize(spelled)
+    except FiboError:
+        return True
+    return normalized.endswith(REFUSED_SUFFIX)
+
+
+class MethodError(Exception):
+    """The method itself failed: ASMX answers with a soap:Server fault or HTTP 500."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    phone: str
+    message: str
+    guid: str | None
+
+
+class FiboService:
+    """FIBO's 16 methods over a Store. ``delivery_delay`` is seconds from accepted to final."""
+
+    def __init__(self, store: Store, clock: Clock, *, delivery_delay: float = 1.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.delivery_delay = delivery_delay
+        self._handlers: dict[str, Callable[[str, Mapping[str, str | None], str], str | int]] = {
+            "GetClientBalance": self._balance,
+            "GetListSMSHostingWithBalance": self._hosting,
+            "GetClientSenderNameList": self._senders,
+            "SendSMS": self._send_one,
+            "SendMaskedSMS": self._send_one,
+            "SendBulkSMS": self._send_bulk,
+            "SendSMSToListMobilePhone": self._send_list,
+            "SendSMSWithMultiMessage": self._send_list,
+            "GetSMSStatus": self._statuses,
+            "GetSMSSentList": self._sent_list,
+            "GetClientSMSListOfPage": self._sent_page,
+            "GetTotalPageOfClientSMS": self._total_pages,
+            "GetCommingSMSList": self._incoming_list,
+            "GetClientCommingSMSNotDividePage": self._incoming_range,
+        }
+
+    def call(self, op: Operation, params: Mapping[str, str | None], protocol: str) -> str | int:
+        """The result of one method call: the text (or int) inside ``<OpResult>``/``<string>``."""
+        if op.name == "About":
+            return ABOUT_TEXT
+        account = self.store.authenticate(
+            params.get("clientNo") or "", params.get("clientPass") or ""
+        )
+        if account is None:
+            return -1 if op.returns_int else _status(CODE_AUTH)
+        client_no = params["clientNo"] or ""
+        if op.name == "CheckClient":
+            return codec.encode_status(CODE_OK, account)
+        return self._handlers[op.name](client_no, params, protocol)
+
+    # --- account ---------------------------------------------------------------------------
+
+    def _balance(self, client_no: str, params: Mapping[str, str | None], _: str) -> str:
+        service_type = _int(params.get("serviceType"))
+        balance = None if service_type is None else self.store.balance(client_no, service_type)
+        return str(-1 if balance is None else balance)
+
+    def _hosting(self, client_no: str, params: Mapping[str, str | None], _: str) -> str:
+        op = _op("GetListSMSHostingWithBalance")
+        return codec.encode_rows(op, self.store.hosting_balances(client_no))
+
+    def _senders(self, client_no: str, params: Mapping[str, str | None], _: str) -> str:
+        op = _op("GetClientSenderNameList")
+        return codec.encode_rows(op, self.store.sender_names(client_no))
+
+    # --- sends -----------------------------------------------------------------------------
+
+    def _send_one(self, client_no: str, params: Mapping[str, str | None], protocol: str) -> str:
+        service_type = _int(params.get("serviceType"))
+        if service_type is None or self.store.balance(client_no, service_type) is None:
+            return _status(CODE_SERVICE_TYPE)
+        number = (params.get("phoneNumber") or "").strip()
+        if refused(number):
+            return _status(CODE_PHONE)
+        planned = [_Planned(number, params.get("smsMessage") or "", params.get("smsGUID"))]
+        sender = params.get("senderName")
+        return _status(self._submit(client_no, service_type, planned, sender, protocol, "SendSMS"))
+
+    def _send_bulk(self, client_no: str, params: Mapping[str, str | None], protocol: str) -> str:
+        service_type = _int(params.get("serviceType"))
+        if service_type is None or self.store.balance(client_no, service_type) is None:
+            return _status(CODE_SERVICE_TYPE)
+        rows = _document(BULK_DOCUMENT, params.get("smsList"))
+        if rows is None:
+            return codec.encode_status(CODE_ERROR, "smsList is not a valid document")
+        planned = [_Planned((p or "").strip(), m or "", None) for p, m in rows]
+        return _status(
+            self._submit(client_no, service_type, planned, None, protocol, "SendBulkSMS")
+        )
+
+    def _send_list(self, client_no: str, params: Mapping[str, str | None], protocol: str) -> str:
+        service_type = _int(params.get("serviceType"))
+        if service_type is None or self.store.balance(client_no, service_type) is None:
+            return _status(CODE_SERVICE_TYPE)
+        if "listPhoneNumber" in params:
+            rows = _document(PHONE_LIST_DOCUMENT, params.get("listPhoneNumber"))
+            content = params.get("smsContent") or ""
+            planned = (
+                None if rows is None else [_Planned((p or "").strip(), content, g) for p, g in rows]
+            )
+            name = "SendSMSToListMobilePhone"
+        else:
+            rows = _document(MULTI_MESSAGE_DOCUMENT, params.get("smsMessage"))
+            planned = (
+                None
+                if rows is None
+                else [_Planned((p or "").strip(), m or "", g) for p, g, m in rows]
+            )
+            name = "SendSMSWithMultiMessage"
+        if planned is None:
+            return codec.encode_status(CODE_ERROR, "the message document is not valid")
+        wrong = [item for item in planned if refused(item.phone)]
+        good = [item for item in planned if not refused(item.phone)]
+        sender = params.get("senderName")
+        sender = None if sender in (None, "", "n/a") else sender
+        if good:
+            code = self._submit(client_no, service_type, good, sender, protocol, name)
+            if code != CODE_ACCEPTED or not wrong:
+                return _status(code)
+        return codec.encode_wrong_phones((item.guid or "").strip() for item in wrong)
+
+    def _submit(
+        self,
+        client_no: str,
+        service_type: int,
+        planned: Sequence[_Planned],
+        sender: str | None,
+        protocol: str,
+        operation: str,
+    ) -> int:
+        now = self.clock.now()
+        free = str(service_type) == TEST_SERVICE_TYPE
+        messages = [self._outgoing(item, sender, now, free) for item in planned]
+        result = self.store.submit(
+            client_no,
+            service_type,
+            messages,
+            now=now,
+            operation=operation,
+            protocol=protocol,
+            charge=not free,
+        )
+        if result.accepted:
+            return CODE_ACCEPTED
+        refusals = {"zero_balance": CODE_ZERO_BALANCE, "over_balance": CODE_OVER_BALANCE}
+        return refusals.get(result.reason, CODE_SERVICE_TYPE)
+
+    def _outgoing(self, item: _Planned, sender: str | None, now: datetime, free: bool) -> Outgoing:
+        if free:
+            # The test channel stores messages and never delivers them.
+            return Outgoing(
+                item.phone, item.message, item.guid, sender, SmsStatus.PENDING, None, None
+            )
+        if refused(item.phone):
+            # Bulk sends do not refuse numbers up front; such messages fail at once.
+            status = SmsStatus.TO_NUMBER_NOT_CORRECT
+            return Outgoing(item.phone, item.message, item.guid, sender, status, now, now)
+        delay = timedelta(seconds=self.delivery_delay)
+        return Outgoing(
+            item.phone,
+            item.message,
+            item.guid,
+            sender,
+            final_status(item.phone),
+            now + delay / 2,
+            now + delay,
+        )
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def _statuses(self, client_no: str, params: Mapping[str, str | None], _: str) -> str:
+        rows = _document(STATUS_QUERY_DOCUMENT, params.get("smsList"))
+        if rows is None:
+            return codec.encode_status(CODE_ERROR, "smsList is not a valid document")
+        self.store.advance(self.clock.now())
+        guids = [(guid or "").strip() for (guid,) in rows]
+        return codec.encode_rows(_op("GetSMSStatus"), self.store.statuses(client_no, guids))
+
+    def _sent_list(self, client_no: str, params: Mapping[str, str | None], _: str) -> str:
+        minutes = _int(params.get("minutes"))
+        if minutes is None or minutes < 0:
+            return codec.encode_status(CODE_ERROR, "minutes must be a whole number")
+        now = self.clock.now()
+        self.store.advance(now)
+        return codec.encode_rows(
+            _op("GetSMSSentList"), self.store.sent_since(client_no, minutes, now)
+        )
+
+    def _sent_page(self, client_no: str, params: Mapping[str, str | None], _: str) -> str:
+        page = _int(params.get("pageNO"))
+        try:
+            from_day = codec.parse_request_date(params.get("fromDate") or "")
+            to_day = codec.parse_request_date(params.get("toDate") or "")
+        except ValueError:
+            return codec.encode_status(CODE_ERROR, "dates are MM-DD-YYYY")
+        if page is None or page < 1:
+            return codec.encode_status(CODE_ERROR, "pageNO must be a whole number ≥ 1")
+        self.store.advance(self.clock.now())
+        rows = self.store.sent_page(
+            client_no,
+            page,
+            from_day=from_day,
+            to_day=to_day,
+            status=_int(params.get("smsStatus")),
+            service_type_id=_int(params.get("serviceTypeID")),
+            key=params.get("key") or "",
+        )
+        return codec.encode_rows(_op("GetClientSMSListOfPage"), rows)
+
+    def _total_pages(self, client_no: str, params: Mapping[str, str | None], _: str) -> int:
+        key = params.get("key")
+        return -1 if key is None else self.store.total_pages(client_no, key)
+
+    def _incoming_list(self, client_no: str, params: Mapping[str, str | None], _: str) -> str:
+        minutes = _int(params.get("minutes"))
+        if minutes is None or minutes < 0:
+            return codec.encode_status(CODE_ERROR, "minutes must be a whole number")
+        rows = self.store.incoming_since(client_no, minutes, self.clock.now())
+        return codec.encode_rows(_op("GetCommingSMSList"), rows)
+
+    def _incoming_range(self, client_no: str, params: Mapping[str, str | None], _: str) -> str:
+        try:
+            from_day = codec.parse_request_date(params.get("fromDate") or "")
+            to_day = codec.parse_request_date(params.get("toDate") or "")
+        except ValueError:
+            return codec.encode_status(CODE_ERROR, "dates are MM-DD-YYYY")
+        if from_day is None or to_day is None:
+            return codec.encode_status(CODE_ERROR, "fromDate and toDate are required")
+        rows = self.store.incoming_range(
+            client_no,
+            from_day=from_day,
+            to_day=to_day,
+            status=_int(params.get("smsStatus")),
+            service_type_id=_int(params.get("serviceTypeID")),
+            key=params.get("key") or "",
+        )
+        if not rows:
+            return _status(CODE_NO_SMS)
+        return codec.encode_rows(_op("GetClientCommingSMSNotDividePage"), rows)
+
+
+def _op(name: str) -> Operation:
+    return OPERATIONS[name]
+
+
+def _status(code: int) -> str:
+    return codec.encode_status(code, MESSAGES[code])
+
+
+def _int(value: str | None) -> int | None:
+    text = (value or "").strip()
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _document(shape: RequestDocument, value: str | None) -> list[tuple[str | None, ...]] | None:
+    if not value:
+        return None
+    try:
+        return codec.decode_document(shape, value, max_bytes=codec.MAX_XML_BYTES)
+    except FiboError:
+        return None
