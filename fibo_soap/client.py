@@ -30,6 +30,7 @@ from fibo_soap.errors import (
 from fibo_soap.models import (
     BatchReceipt,
     BulkReceipt,
+    Estimate,
     HostingBalance,
     IncomingSms,
     IncomingStatus,
@@ -577,6 +578,34 @@ class FiboClient:
             "key": self._key(key),
         }
         return self._rows(op, self._call(op, params), IncomingSms)
+
+    def estimate(
+        self,
+        messages: Iterable[MessageEntry | str],
+        *,
+        service_type: str | int | None = None,
+        check_balance: bool = True,
+    ) -> Estimate:
+        """The parts each message will take and their total, against the service type's balance
+        (wire method GetClientBalance, unless ``check_balance`` is False). Nothing is sent.
+
+        Messages are validated and prepared exactly as a send would (accents option, part limit),
+        so an estimate that succeeds describes what a send will do.
+        """
+        items = [
+            Message("", entry) if isinstance(entry, str) else _message(entry) for entry in messages
+        ]
+        chosen = self._service_type(service_type)
+        phones = [item.phone for item in items if item.phone]
+        if phones:
+            self._phones(phones)
+        parts = tuple(text.segments(self._text(item.text)) for item in items)
+        return Estimate(
+            messages=parts,
+            total_parts=sum(segment.parts for segment in parts),
+            service_type=chosen,
+            balance=self.get_balance(chosen) if check_balance else None,
+        )
 
     @staticmethod
     def _key(key: str) -> str:

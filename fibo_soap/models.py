@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fibo_soap.text import Segments
 
 #: FIBO's clock: Vietnam time, no daylight saving.
 VN_TZ = timezone(timedelta(hours=7), "ICT")
@@ -150,3 +154,19 @@ class BatchReceipt:
     def all_accepted(self) -> bool:
         """True when no recipient was rejected."""
         return not self.rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a planned send costs: the segments of each message (in order), the total parts, and
+    the balance of the service type it would be charged to (None when not looked up)."""
+
+    messages: tuple[Segments, ...]
+    total_parts: int
+    service_type: str
+    balance: int | None
+
+    @property
+    def enough(self) -> bool | None:
+        """True when the balance covers every part; None when the balance was not looked up."""
+        return None if self.balance is None else self.total_parts <= self.balance
