@@ -1,0 +1,206 @@
+"""Emulator throughput: SendSMS over HTTP GET and SOAP 1.1 against a "hello" baseline.
+
+Starts the emulator in its own process pinned to one core, drives it with wrk (keep-alive) pinned to
+the other, 127.0.0.1 only, each run bounded in time. Reports requests/s (median of several runs) and
+the ratio to the baseline, then checks that no request was lost: every completed SendSMS is stored
+exactly once and the balance went down by exactly that many.
+
+    python -m bench.emulator_throughput [--runs 5] [--seconds 5] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+PASSWORD = "bench-secret"
+BALANCE = 1_000_000_000
+
+_SOAP_LUA = """
+local counter = 0
+local thread_id = 0
+function setup(thread)
+  thread:set("thread_id", thread_id)
+  thread_id = thread_id + 1
+end
+request = function()
+  counter = counter + 1
+  local guid = "soap-" .. thread_id .. "-" .. counter
+  local body = '<?xml version="1.0" encoding="utf-8"?>'
+    .. '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
+    .. '<soap:Body><SendSMS xmlns="NAMESPACE">'
+    .. '<clientNo>CL0001</clientNo><clientPass>PASSWORD</clientPass>'
+    .. '<phoneNumber>0909128628</phoneNumber><smsMessage>Ma OTP 123456</smsMessage>'
+    .. '<smsGUID>' .. guid .. '</smsGUID><serviceType>1</serviceType>'
+    .. '</SendSMS></soap:Body></soap:Envelope>'
+  return wrk.format("POST", "/Service.asmx", {
+    ["Content-Type"] = "text/xml; charset=utf-8",
+    ["SOAPAction"] = '"NAMESPACESendSMS"'}, body)
+end
+"""
+
+_GET_LUA = """
+local counter = 0
+local thread_id = 0
+function setup(thread)
+  thread:set("thread_id", thread_id)
+  thread_id = thread_id + 1
+end
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/Service.asmx/SendSMS?clientNo=CL0001&clientPass=PASSWORD"
+    .. "&phoneNumber=0909128628&smsMessage=Ma+OTP+123456&smsGUID=get-" .. thread_id .. "-"
+    .. counter .. "&serviceType=1")
+end
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(url: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the emulator did not come up at {url}")
+
+
+def _wrk(url: str, script: Path | None, seconds: int, connections: int) -> tuple[float, int, int]:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "1", *command]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    failed = int(bad.group(1)) if bad else 0
+    if errors:
+        failed += sum(int(n) for n in re.findall(r"\d+", errors.group(1)))
+    return rate, total, failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--json", type=Path, default=Path("bench/results-emulator.json"))
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+
+    from fibo_soap.emulator.store import Store
+    from fibo_soap.wsdl import wsdl_namespace
+
+    namespace = wsdl_namespace()
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.sqlite"
+        scripts = {}
+        for name, lua in (("soap", _SOAP_LUA), ("get", _GET_LUA)):
+            path = Path(tmp) / f"{name}.lua"
+            path.write_text(lua.replace("NAMESPACE", namespace).replace("PASSWORD", PASSWORD))
+            scripts[name] = path
+        code = (
+            "from fibo_soap.emulator import serve;"
+            f"serve(port={port}, db={str(db)!r}, client_pass={PASSWORD!r}, delivery_delay=0,"
+            "announce=lambda *a: None)"
+        )
+        server_cmd = [sys.executable, "-c", code]
+        if shutil.which("taskset"):
+            server_cmd = ["taskset", "-c", "0", *server_cmd]
+        server = subprocess.Popen(server_cmd)
+        try:
+            _wait(f"{base}/_emulator/hello")
+            request = urllib.request.Request(
+                f"{base}/_emulator/balance",
+                data=json.dumps(
+                    {"client_no": "CL0001", "service_type": 1, "balance": BALANCE}
+                ).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(request, timeout=5).close()
+            rates: dict[str, list[float]] = {"hello": [], "get": [], "soap11": []}
+            sent = 0
+            failures = 0
+            for _ in range(args.runs):
+                # Interleaved, so drift in the machine's state affects all three alike.
+                rate, _total, failed = _wrk(
+                    f"{base}/_emulator/hello", None, args.seconds, args.connections
+                )
+                rates["hello"].append(rate)
+                failures += failed
+                for key, script in (("get", scripts["get"]), ("soap11", scripts["soap"])):
+                    rate, total, failed = _wrk(base, script, args.seconds, args.connections)
+                    rates[key].append(rate)
+                    sent += total
+                    failures += failed
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        with Store(db) as store:
+            counts = store.count_by_guid("CL0001")
+            balance = store.balance("CL0001", 1)
+    stored = sum(counts.values())
+    doubled = sum(1 for n in counts.values() if n > 1)
+    medians = {key: statistics.median(values) for key, values in rates.items()}
+    report = {
+        "runs": args.runs,
+        "seconds": args.seconds,
+        "connections": args.connections,
+        "requests_per_second": medians,
+        "all_runs": rates,
+        "ratio_to_hello": {key: medians[key] / medians["hello"] for key in ("get", "soap11")},
+        "sendsms_completed": sent,
+        "stored": stored,
+        "doubled_guids": doubled,
+        "failed_requests": failures,
+        "balance_spent": BALANCE - (balance or 0),
+    }
+    print(f"{'endpoint':<22}{'req/s (median)':>16}{'× hello':>10}")
+    print(f"{'hello (baseline)':<22}{medians['hello']:>16.0f}{1.0:>10.2f}")
+    for key, label in (("get", "SendSMS over GET"), ("soap11", "SendSMS over SOAP 1.1")):
+        print(f"{label:<22}{medians[key]:>16.0f}{medians[key] / medians['hello']:>10.2f}")
+    # wrk stops counting at the deadline: requests still in flight then (at most one per
+    # connection per run) are stored but not counted as completed.
+    in_flight = stored - sent
+    exact = (
+        stored == report["balance_spent"]
+        and 0 <= in_flight <= args.connections * args.runs * 2
+        and doubled == 0
+        and failures == 0
+    )
+    print(
+        f"SendSMS completed {sent} (+{in_flight} in flight at the deadlines), stored {stored}, "
+        f"balance spent {report['balance_spent']}, failed {failures}, doubled GUIDs {doubled}: "
+        f"{'exact' if exact else 'NOT EXACT'}"
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    return 0 if exact else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
