@@ -10,6 +10,7 @@ The codec knows no HTTP and no FIBO code's meaning; it turns bytes into values a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -43,6 +44,19 @@ SoapVersion = Literal["1.1", "1.2"]
 _local = threading.local()
 
 
+class _NoExternalResources(etree.Resolver):
+    """Answers every external resource libxml2 asks for (DTD, entity) with an empty document.
+
+    ``resolve_entities=False`` does not stop libxml2 from loading a DOCTYPE's external subset or an
+    external parameter entity while it parses, before parse_xml can refuse the DOCTYPE: without
+    this, a hostile body makes the parser open any local path it names (a FIFO or a device blocks
+    the thread).
+    """
+
+    def resolve(self, system_url: str, public_id: str, context: Any) -> Any:  # type: ignore[override]
+        return self.resolve_string("", context, base_url=None)
+
+
 def _parser() -> etree.XMLParser:
     # lxml parsers keep state while parsing, so each thread gets its own.
     parser: etree.XMLParser | None = getattr(_local, "parser", None)
@@ -56,6 +70,7 @@ def _parser() -> etree.XMLParser:
             remove_pis=True,
             collect_ids=False,
         )
+        parser.resolvers.add(_NoExternalResources())
         _local.parser = parser
     return parser
 
@@ -230,7 +245,9 @@ def _column_map(op: Operation) -> dict[str, Column]:
 def _rows(op: Operation, root: etree._Element) -> list[Any]:
     assert op.row is not None
     columns = _column_map(op)
-    fields = [column.field for column in op.columns]
+    # Every field of the model, not only the operation's columns: a list that has no element
+    # for a field (GetCommingSMSList has no SentDate) leaves it None.
+    fields = [field.name for field in dataclasses.fields(op.row)]
     rows: list[Any] = []
     for row in _children(root):
         values: dict[str, Any] = dict.fromkeys(fields)
@@ -318,10 +335,10 @@ def encode_rows(op: Operation, rows: Iterable[Any]) -> str:
     for row in rows:
         element = etree.SubElement(root, "SMSLIST")
         for column in op.columns:
-            child = etree.SubElement(element, column.element)
             value = getattr(row, column.field)
+            # A .NET DataSet leaves a null column out (and writes "" as an empty element).
             if value is not None:
-                child.text = _encode_value(column.kind, value)
+                etree.SubElement(element, column.element).text = _encode_value(column.kind, value)
     return etree.tostring(root, encoding="unicode")
 
 
@@ -458,5 +475,7 @@ def decode_soap_request(body: bytes, *, max_bytes: int = MAX_XML_BYTES) -> SoapR
     params: dict[str, str | None] = {}
     nil = "{http://www.w3.org/2001/XMLSchema-instance}nil"
     for child in _children(call):
-        params[local_name(child)] = None if child.get(nil) == "true" else (child.text or "")
+        # xsi:nil is an xs:boolean: .NET (XmlConvert.ToBoolean) takes "1" and "true", trimmed.
+        is_nil = (child.get(nil) or "").strip() in ("true", "1")
+        params[local_name(child)] = None if is_nil else (child.text or "")
     return SoapRequest(version, etree.QName(call).namespace or "", local_name(call), params)
