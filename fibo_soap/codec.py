@@ -335,10 +335,11 @@ def encode_rows(op: Operation, rows: Iterable[Any]) -> str:
     for row in rows:
         element = etree.SubElement(root, "SMSLIST")
         for column in op.columns:
+            child = etree.SubElement(element, column.element)
             value = getattr(row, column.field)
-            # A .NET DataSet leaves a null column out (and writes "" as an empty element).
+            # Written as an empty element, as the vendor's examples print a missing MSGUID.
             if value is not None:
-                etree.SubElement(element, column.element).text = _encode_value(column.kind, value)
+                child.text = _encode_value(column.kind, value)
     return etree.tostring(root, encoding="unicode")
 
 
