@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import html
+import math
+import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,7 +39,9 @@ XML = "text/xml; charset=utf-8"
 SOAP12 = "application/soap+xml; charset=utf-8"
 TEXT = "text/plain; charset=utf-8"
 
-_DANGEROUS = ("<", "&#")
+# .NET 4 request validation (CrossSiteScriptingValidation.IsDangerousString): "<" followed by a
+# letter, "!", "/" or "?", or "&#". A "<" before a digit or a space ("1 < 2") passes.
+_DANGEROUS = re.compile(r"<[A-Za-z!/?]|&#")
 _TRANSPORT_KEY = "fibo.transport"
 
 
@@ -176,7 +180,7 @@ class EmulatorApp:
         if self.request_validation:
             source = "QueryString" if protocol == "get" else "Form"
             for key, value in fields.items():
-                if any(mark in value for mark in _DANGEROUS):
+                if _dangerous(value):
                     return _asmx_error(
                         f"A potentially dangerous Request.{source} value was detected from the "
                         f'client ({key}="{value[:20]}...").'
@@ -286,12 +290,24 @@ class EmulatorApp:
 
     async def _advance(self, request: Request) -> Response:
         data = await _json(request)
-        self.service.clock.advance(float(data.get("seconds", 0)))
+        seconds = data.get("seconds", 0)
+        # bool is an int to Python, never a number of seconds; NaN and infinities break the clock.
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
+            return JSONResponse({"error": "seconds must be a number ≥ 0"}, 400)
+        self.service.clock.advance(float(seconds))
         changed = self.service.store.advance(self.service.clock.now())
         return JSONResponse({"now": self.service.clock.now().isoformat(), "changed": changed})
 
     async def _incoming(self, request: Request) -> Response:
         data = await _json(request)
+        # As Emulator.inject_incoming: the subscriber sent it the moment it arrived, so the
+        # SentDate column of GetClientCommingSMSNotDividePage is never empty.
+        now = self.service.clock.now()
         try:
             new_id = self.service.store.add_incoming(
                 str(data["client_no"]),
@@ -300,15 +316,18 @@ class EmulatorApp:
                 service_type_id=int(data.get("service_type_id", 1)),
                 service_type_name=str(data.get("service_type_name", "8022(FIBO)")),
                 status=IncomingStatus(int(data.get("status", 0))),
-                created=self.service.clock.now(),
+                created=now,
+                sent=now,
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             return JSONResponse({"error": f"bad incoming SMS: {exc}"}, 400)
         return JSONResponse({"id": new_id}, 201)
 
     async def _messages(self, request: Request) -> Response:
         guid = request.query_params.get("guid")
         client_no = request.query_params.get("client_no")
+        # The state at the emulator's now, as GetSMSStatus would answer it.
+        self.service.store.advance(self.service.clock.now())
         rows = self.service.store.outgoing(client_no=client_no, guid=guid)
         return JSONResponse([_jsonable(row) for row in rows])
 
@@ -318,7 +337,7 @@ class EmulatorApp:
             self.service.store.set_balance(
                 str(data["client_no"]), int(data["service_type"]), int(data["balance"])
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             return JSONResponse({"error": f"cannot set balance: {exc}"}, 400)
         return JSONResponse({"ok": True})
 
@@ -339,7 +358,7 @@ class _Truncated(Response):
                 "more_body": True,
             }
         )
-        _abort(self._request)
+        await _abort(self._request)
 
 
 class _Dropped(Response):
@@ -350,18 +369,22 @@ class _Dropped(Response):
         self._request = request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        _abort(self._request)
+        await _abort(self._request)
 
 
 def _drop(request: Request) -> Response:
     return _Dropped(request)
 
 
-def _abort(request: Request) -> None:
+async def _abort(request: Request) -> None:
     transport = request.scope.get("extensions", {}).get(_TRANSPORT_KEY)
     if transport is None:
         raise ConnectionAbortedError("the server cannot drop this connection")
     transport.abort()
+    # abort() reports the lost connection to uvicorn on the next loop iteration. Returning before
+    # it does makes uvicorn take the drop for an app that forgot to answer: it logs an ERROR and
+    # writes a 500 of its own to the dead socket.
+    await asyncio.sleep(0)
 
 
 async def _body(request: Request) -> bytes | None:
@@ -399,6 +422,10 @@ def _soap_action(request: Request, version: Literal["1.1", "1.2"]) -> str:
 def _fault(version: codec.SoapVersion, code: Literal["Client", "Server"], reason: str) -> Response:
     media = XML if version == "1.1" else SOAP12
     return Response(codec.encode_soap_fault(version, code, reason), 500, media_type=media)
+
+
+def _dangerous(value: str) -> bool:
+    return _DANGEROUS.search(value) is not None
 
 
 def _asmx_error(text: str) -> Response:

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from fibo_soap.operations import OPERATIONS
+from fibo_soap.protocols.base import PROTOCOL_NAMES
+
 
 class FaultKind(StrEnum):
     """What goes wrong."""
@@ -60,15 +63,17 @@ class Fault:
         if times is not None and (not isinstance(times, int) or times < 1):
             raise ValueError("times must be a whole number ≥ 1, or null for always")
         seconds = float(data.get("seconds", 0.0))
-        if seconds < 0 or seconds > 300:
+        if not 0 <= seconds <= 300:  # also refuses NaN
             raise ValueError("seconds must be between 0 and 300")
-        return cls(
-            kind,
-            str(data.get("method", "*")),
-            str(data.get("protocol", "*")),
-            times,
-            seconds,
-        )
+        # A misspelt method or protocol ("GET", "soap1.1") would match no call and the fault would
+        # silently never fire: refuse it here, naming what is allowed.
+        method = str(data.get("method", "*"))
+        if method != "*" and method not in OPERATIONS:
+            raise ValueError(f"method must be * or a wire method ({', '.join(OPERATIONS)})")
+        protocol = str(data.get("protocol", "*"))
+        if protocol != "*" and protocol not in PROTOCOL_NAMES:
+            raise ValueError(f"protocol must be * or one of: {', '.join(PROTOCOL_NAMES)}")
+        return cls(kind, method, protocol, times, seconds)
 
 
 class Faults:

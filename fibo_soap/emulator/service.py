@@ -106,6 +106,13 @@ class _Planned:
     phone: str
     message: str
     guid: str | None
+    refused: bool
+
+
+def _plan(number: str | None, message: str | None, guid: str | None) -> _Planned:
+    # Validation runs once per message: it is the costliest step of a send.
+    phone_number = (number or "").strip()
+    return _Planned(phone_number, message or "", guid, refused(phone_number))
 
 
 class FiboService:
@@ -167,12 +174,16 @@ class FiboService:
         service_type = _int(params.get("serviceType"))
         if service_type is None or self.store.balance(client_no, service_type) is None:
             return _status(CODE_SERVICE_TYPE)
-        number = (params.get("phoneNumber") or "").strip()
-        if refused(number):
+        planned = [
+            _plan(params.get("phoneNumber"), params.get("smsMessage"), params.get("smsGUID"))
+        ]
+        if planned[0].refused:
             return _status(CODE_PHONE)
-        planned = [_Planned(number, params.get("smsMessage") or "", params.get("smsGUID"))]
-        sender = params.get("senderName")
-        return _status(self._submit(client_no, service_type, planned, sender, protocol, "SendSMS"))
+        # SendMaskedSMS is the only single send that carries a senderName.
+        masked = "senderName" in params
+        sender = params.get("senderName") or None
+        name = "SendMaskedSMS" if masked else "SendSMS"
+        return _status(self._submit(client_no, service_type, planned, sender, protocol, name))
 
     def _send_bulk(self, client_no: str, params: Mapping[str, str | None], protocol: str) -> str:
         service_type = _int(params.get("serviceType"))
@@ -181,7 +192,7 @@ class FiboService:
         rows = _document(BULK_DOCUMENT, params.get("smsList"))
         if rows is None:
             return codec.encode_status(CODE_ERROR, "smsList is not a valid document")
-        planned = [_Planned((p or "").strip(), m or "", None) for p, m in rows]
+        planned = [_plan(p, m, None) for p, m in rows]
         return _status(
             self._submit(client_no, service_type, planned, None, protocol, "SendBulkSMS")
         )
@@ -193,22 +204,16 @@ class FiboService:
         if "listPhoneNumber" in params:
             rows = _document(PHONE_LIST_DOCUMENT, params.get("listPhoneNumber"))
             content = params.get("smsContent") or ""
-            planned = (
-                None if rows is None else [_Planned((p or "").strip(), content, g) for p, g in rows]
-            )
+            planned = None if rows is None else [_plan(p, content, g) for p, g in rows]
             name = "SendSMSToListMobilePhone"
         else:
             rows = _document(MULTI_MESSAGE_DOCUMENT, params.get("smsMessage"))
-            planned = (
-                None
-                if rows is None
-                else [_Planned((p or "").strip(), m or "", g) for p, g, m in rows]
-            )
+            planned = None if rows is None else [_plan(p, m, g) for p, g, m in rows]
             name = "SendSMSWithMultiMessage"
         if planned is None:
             return codec.encode_status(CODE_ERROR, "the message document is not valid")
-        wrong = [item for item in planned if refused(item.phone)]
-        good = [item for item in planned if not refused(item.phone)]
+        wrong = [item for item in planned if item.refused]
+        good = [item for item in planned if not item.refused]
         sender = params.get("senderName")
         sender = None if sender in (None, "", "n/a") else sender
         if good:
@@ -249,7 +254,7 @@ class FiboService:
             return Outgoing(
                 item.phone, item.message, item.guid, sender, SmsStatus.PENDING, None, None
             )
-        if refused(item.phone):
+        if item.refused:
             # Bulk sends do not refuse numbers up front; such messages fail at once.
             status = SmsStatus.TO_NUMBER_NOT_CORRECT
             return Outgoing(item.phone, item.message, item.guid, sender, status, now, now)
