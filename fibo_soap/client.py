@@ -7,8 +7,8 @@ knows no protocol's details; protocols know no FIBO code.
 
 from __future__ import annotations
 
+import copy
 import os
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,7 +20,6 @@ from fibo_soap.errors import (
     CODE_ACCEPTED,
     CODE_NO_SMS,
     CODE_OK,
-    FiboError,
     InvalidInputError,
     InvalidServiceTypeError,
     MessageTooLongError,
@@ -43,11 +42,8 @@ from fibo_soap.models import (
     StatusDocument,
 )
 from fibo_soap.operations import (
-    CLIENT_NO,
-    CLIENT_PASS,
     MAX_MESSAGE_CHARS,
     TEST_SERVICE_TYPE,
-    Operation,
     operation,
 )
 from fibo_soap.protocols.base import PROTOCOL_NAMES, Protocol
@@ -58,9 +54,16 @@ from fibo_soap.protocols.transport import (
     DEFAULT_READ_TIMEOUT,
     HttpTransport,
 )
+from fibo_soap.resilience import Caller, Rebuild, RetryPolicy
 
 #: FIBO's production endpoint.
 DEFAULT_ENDPOINT = "http://center.fibosms.com/Service.asmx"
+
+#: The protocols a client tries, in order, unless told otherwise.
+DEFAULT_PROTOCOLS = ("soap11", "get")
+
+#: The retry policy a client has unless told otherwise (``retry=None`` turns retries off).
+DEFAULT_RETRY = RetryPolicy()
 
 #: The sender name list sends use when the caller has no registered brand name.
 NO_SENDER = "n/a"
@@ -78,8 +81,14 @@ def _new_guid() -> str:
 class FiboClient:
     """A client of one FIBO account.
 
-    ``service_type`` is the default for sends and balances; ``protocol`` is one of ``soap11``
-    (default), ``soap12``, ``get``, ``post``. ``endpoint`` overrides the WSDL's address;
+    ``service_type`` is the default for sends and balances. ``protocols`` is the ordered list of
+    protocols a call tries (``soap11``, ``soap12``, ``get``, ``post``; default ``("soap11",
+    "get")``); a call that fails on one for a transport or protocol reason goes out on the next,
+    under the send-safety rules of ``fibo_soap.resilience``. ``protocol`` is the older spelling
+    of a single protocol (or a comma-separated list). ``retry`` is the RetryPolicy of every call
+    (None: no retries, no status look-ups). ``log_text`` puts message texts in log events and
+    ``mask_phones=False`` full phone numbers; both are off by default. ``endpoint`` overrides the
+    WSDL's address;
     ``wsdl`` replaces the bundled WSDL (a path or a ``?WSDL`` URL). ``timeout`` is the read timeout
     in seconds (or a ``(connect, read)`` pair); ``max_response_bytes`` bounds every answer.
     ``region`` and ``wire_format`` govern phone normalization, ``accents`` and ``max_parts`` the
@@ -93,7 +102,11 @@ class FiboClient:
         *,
         service_type: str | int | None = None,
         endpoint: str | None = None,
-        protocol: str = "soap11",
+        protocol: str | None = None,
+        protocols: str | Sequence[str] | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        log_text: bool = False,
+        mask_phones: bool = True,
         wsdl: str | os.PathLike[str] | None = None,
         timeout: float | tuple[float, float] = DEFAULT_READ_TIMEOUT,
         max_response_bytes: int = codec.MAX_XML_BYTES,
@@ -106,12 +119,11 @@ class FiboClient:
     ) -> None:
         if not client_no or not client_no.strip():
             raise InvalidInputError("client_no is empty", field="client_no")
-        if protocol not in PROTOCOL_NAMES:
-            raise InvalidInputError(
-                f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOL_NAMES)}",
-                field="protocol",
-                value=protocol,
-            )
+        if protocol is not None and protocols is not None:
+            raise InvalidInputError("pass protocol or protocols, not both", field="protocols")
+        names = protocol_list(protocols if protocol is None else protocol)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidInputError("retry must be a RetryPolicy or None", field="retry")
         self.client_no = client_no.strip()
         self._password = client_pass
         self.service_type = None if service_type is None else _service_type(service_type)
@@ -132,14 +144,36 @@ class FiboClient:
             max_response_bytes=max_response_bytes,
             pool_size=pool_size,
         )
-        self.protocol = protocol
-        self._protocol = self._make_protocol(protocol)
-        self._log = logs.get_logger(client_no=self.client_no)
+        #: The protocols calls try, in order; ``protocol`` is the first.
+        self.protocols = names
+        self.protocol = names[0]
+        self.retry = retry
+        chain = {name: self._make_protocol(name) for name in names}
+        self._protocols = tuple(chain.values())
+        self._protocol = self._protocols[0]
+        get_as_post: Protocol | None = None
+        if "get" in chain:
+            get_as_post = chain.get("post") or self._make_protocol("post")
+            logs.guard_urllib3()
+        self._get_as_post = get_as_post
+        self._caller = Caller(
+            self._protocols,
+            client_no=self.client_no,
+            client_pass=client_pass,
+            policy=retry,
+            max_bytes=max_response_bytes,
+            get_as_post=get_as_post,
+            request_limit=self._transport.longest,
+            log_context={"client_no": self.client_no},
+            log_text=log_text,
+            mask_phones=mask_phones,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> FiboClient:
         """A client configured from FIBO_CLIENT_NO, FIBO_CLIENT_PASS, FIBO_ENDPOINT,
-        FIBO_SERVICE_TYPE and FIBO_PROTOCOL; keyword arguments win over the environment."""
+        FIBO_SERVICE_TYPE and FIBO_PROTOCOL (one name or a comma-separated list, in order);
+        keyword arguments win over the environment."""
         env = os.environ if environ is None else environ
         missing = [name for name in ("FIBO_CLIENT_NO", "FIBO_CLIENT_PASS") if not env.get(name)]
         if missing and not all(k in overrides for k in ("client_no", "client_pass")):
@@ -153,10 +187,12 @@ class FiboClient:
         for name, key in (
             ("FIBO_ENDPOINT", "endpoint"),
             ("FIBO_SERVICE_TYPE", "service_type"),
-            ("FIBO_PROTOCOL", "protocol"),
+            ("FIBO_PROTOCOL", "protocols"),
         ):
             if env.get(name):
                 options[key] = env[name]
+        if "protocol" in overrides or "protocols" in overrides:
+            options.pop("protocols", None)
         options.update(overrides)
         client_no = options.pop("client_no")
         client_pass = options.pop("client_pass")
@@ -170,8 +206,17 @@ class FiboClient:
     def __repr__(self) -> str:
         return (
             f"FiboClient(client_no={self.client_no!r}, endpoint={self.endpoint!r}, "
-            f"protocol={self.protocol!r})"
+            f"protocols={self.protocols!r})"
         )
+
+    def bind(self, **context: Any) -> FiboClient:
+        """This client with ``context`` (a request id, say) on every log event of its calls.
+
+        The view shares the original's connections: close the original, not the view.
+        """
+        view = copy.copy(self)
+        view._caller = self._caller.bind(**context)
+        return view
 
     def __enter__(self) -> FiboClient:
         return self
@@ -181,7 +226,10 @@ class FiboClient:
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._protocol.close()
+        for proto in self._protocols:
+            proto.close()
+        if self._get_as_post is not None:
+            self._get_as_post.close()
         self._transport.close()
 
     @property
@@ -190,50 +238,27 @@ class FiboClient:
 
         The password is the caller's to pass, as with any zeep service.
         """
-        if isinstance(self._protocol, SoapProtocol):
-            return self._protocol.service
+        for proto in self._protocols:
+            if isinstance(proto, SoapProtocol):
+                return proto.service
         return SoapProtocol(self._transport, self.endpoint, "soap11", self._wsdl).service
 
     # --- the call path -------------------------------------------------------------------------
 
     def _call(
-        self, name: str, params: Mapping[str, str], *, guids: Sequence[str] = ()
+        self,
+        name: str,
+        params: Mapping[str, str],
+        *,
+        guids: Sequence[str] = (),
+        rebuild: Rebuild | None = None,
     ) -> codec.Decoded:
-        """The decoded answer of one wire call; ``guids`` are the messages a send carries."""
-        op = operation(name)
-        wire = dict(params)
-        if op.authenticated:
-            wire[CLIENT_NO] = self.client_no
-            wire[CLIENT_PASS] = self._password
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
-            answer = self._protocol.call(op, wire)
-            return codec.decode_result(op, answer, max_bytes=self.max_response_bytes)
-        except FiboError as exc:
-            outcome = type(exc).__name__
-            raise self._scrubbed(exc, op) from None
-        finally:
-            if logs.enabled():
-                self._log.info(
-                    "fibo.call",
-                    operation=name,
-                    protocol=self._protocol.name,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                    guids=len(guids),
-                    outcome=outcome,
-                )
+        """The decoded answer of one wire call, made the safe way (fibo_soap.resilience).
 
-    def _scrubbed(self, exc: FiboError, op: Operation) -> FiboError:
-        # An answer may echo what was sent; nothing of the password leaves this client.
-        exc.operation = exc.operation or op.name
-        exc.protocol = exc.protocol or self._protocol.name
-        secrets = (self._password,)
-        exc.detail = logs.redact(exc.detail, secrets)
-        exc.args = (exc.detail,)
-        if isinstance(exc, ProtocolError):
-            exc.excerpt = logs.redact(exc.excerpt, secrets)
-        return exc
+        ``guids`` are the messages a send carries; ``rebuild`` makes the parameters of a list send
+        for a subset of them, for when only some must go out again.
+        """
+        return self._caller.call(operation(name), params, guids=guids, rebuild=rebuild)
 
     def _service_type(self, service_type: str | int | None) -> str:
         chosen = self.service_type if service_type is None else _service_type(service_type)
@@ -456,17 +481,22 @@ class FiboClient:
         body = self._text(content, "content")
         chosen = self._service_type(service_type)
         op = "SendSMSToListMobilePhone"
-        document = codec.encode_document(
-            operation(op).document("listPhoneNumber"),  # type: ignore[arg-type]
-            zip(numbers, guids, strict=True),
-        )
-        params = {
-            "senderName": self._sender(sender_name, NO_SENDER),
-            "smsContent": body,
-            "listPhoneNumber": document,
-            "serviceType": chosen,
-        }
-        return self._batch(op, self._call(op, params, guids=guids), guids)
+        shape = operation(op).document("listPhoneNumber")
+        assert shape is not None
+        number_of = dict(zip(guids, numbers, strict=True))
+        sender = self._sender(sender_name, NO_SENDER)
+
+        def params_for(subset: Sequence[str]) -> dict[str, str]:
+            document = codec.encode_document(shape, [(number_of[g], g) for g in subset])
+            return {
+                "senderName": sender,
+                "smsContent": body,
+                "listPhoneNumber": document,
+                "serviceType": chosen,
+            }
+
+        decoded = self._call(op, params_for(guids), guids=guids, rebuild=params_for)
+        return self._batch(op, decoded, guids)
 
     def send_multi_message(
         self,
@@ -485,16 +515,17 @@ class FiboClient:
         bodies = [self._text(item.text) for item in items]
         chosen = self._service_type(service_type)
         op = "SendSMSWithMultiMessage"
-        document = codec.encode_document(
-            operation(op).document("smsMessage"),  # type: ignore[arg-type]
-            zip(numbers, guids, bodies, strict=True),
-        )
-        params = {
-            "senderName": self._sender(sender_name, NO_SENDER),
-            "smsMessage": document,
-            "serviceType": chosen,
-        }
-        return self._batch(op, self._call(op, params, guids=guids), guids)
+        shape = operation(op).document("smsMessage")
+        assert shape is not None
+        row_of = {g: (n, g, b) for n, g, b in zip(numbers, guids, bodies, strict=True)}
+        sender = self._sender(sender_name, NO_SENDER)
+
+        def params_for(subset: Sequence[str]) -> dict[str, str]:
+            document = codec.encode_document(shape, [row_of[g] for g in subset])
+            return {"senderName": sender, "smsMessage": document, "serviceType": chosen}
+
+        decoded = self._call(op, params_for(guids), guids=guids, rebuild=params_for)
+        return self._batch(op, decoded, guids)
 
     def get_sms_status(self, guids: Iterable[str]) -> list[SmsStatusRow]:
         """The delivery state of each message FIBO knows by GUID; wire method GetSMSStatus.
@@ -612,6 +643,33 @@ class FiboClient:
         if key:
             text.check_text(key, field="key")
         return key
+
+
+def protocol_list(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The protocols a client tries, in order, from a name, a comma-separated list or a sequence.
+
+    POST is moved ahead of GET when both are listed: GET puts the password in the URL.
+    """
+    if value is None:
+        return DEFAULT_PROTOCOLS
+    raw = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(name).strip().lower() for name in raw]
+    names = [name for name in names if name]
+    for name in names:
+        if name not in PROTOCOL_NAMES:
+            raise InvalidInputError(
+                f"unknown protocol {name!r}: use one of {', '.join(PROTOCOL_NAMES)}",
+                field="protocol",
+                value=name,
+            )
+    if not names:
+        raise InvalidInputError("no protocol given", field="protocols", value=value)
+    if len(set(names)) != len(names):
+        raise InvalidInputError("a protocol is listed twice", field="protocols", value=value)
+    if "get" in names and "post" in names and names.index("get") < names.index("post"):
+        names.remove("post")
+        names.insert(names.index("get"), "post")
+    return tuple(names)
 
 
 def _service_type(value: str | int) -> str:

@@ -1,7 +1,20 @@
 """Structured logs (structlog) and the redaction of secrets and phone numbers.
 
 The library configures nothing on import: events go wherever the application's structlog
-configuration sends them. ``configure()`` is for applications and the CLI.
+configuration sends them, and nowhere until there is one. ``configure()`` is for applications and
+the CLI.
+
+Events (all with ``client_no`` bound, plus what the caller binds):
+
+- ``fibo.call`` (info), one per call: operation, protocol, attempts, duration_ms, http_status,
+  fibo_code, outcome (ok, refused, partial, failed, ambiguous), guids; for sends the masked phone
+  (and the text, when the client has ``log_text=True``); error and detail when it failed;
+  protocols when it fell back; confirmed and resent when GetSMSStatus was asked.
+- ``fibo.attempt`` (debug), one per attempt: the same, per attempt, with next (retry, fallback,
+  reconcile, raise), wait_ms, and maybe_sent for a send that failed.
+- ``fibo.reconcile`` (info): what GetSMSStatus said after an uncertain send (asked, found, resend,
+  next); the look-up's own events carry ``lookup_for`` (the send's operation).
+- ``fibo.get_as_post`` (info): a GET whose URL would have been too long went as a POST form.
 """
 
 from __future__ import annotations
@@ -10,7 +23,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
 from xml.sax.saxutils import escape
 
@@ -22,10 +35,82 @@ MASK = "***"
 # Runs of 9 to 15 digits, optionally behind + or 84: what a phone number looks like in a body.
 _PHONE_RUN = re.compile(r"(?<![\d])(\+?\d{4})(\d{2,8})(\d{3})(?![\d])")
 
+# The password field however a text may carry it, whatever the password is: in a query string or
+# form body (clientPass=…), or quoted back by ASP.NET's request validation, which cuts long values
+# (clientPass="…..."), and so cannot be caught by matching the password itself.
+_PASSWORD_FIELDS = (
+    re.compile(r'(?i)(clientPass=")(?:.*?)(?="\))'),
+    re.compile(r'(?i)(clientPass=)(?!")[^&\s]*'),
+)
+
+#: The loggers of the libraries under the client that write request lines (URLs) at DEBUG.
+_URL_LOGGERS = ("urllib3.connectionpool",)
+
 
 def get_logger(**context: Any) -> Any:
-    """The library's structlog logger, with ``context`` bound."""
-    return structlog.get_logger(LOGGER_NAME).bind(**context)
+    """The library's structlog logger, with ``context`` bound (resolved lazily, on first use)."""
+    return structlog.get_logger(LOGGER_NAME, **context)
+
+
+class EventLogger:
+    """The library's logger for one bound context, resolved once per structlog configuration.
+
+    structlog's lazy proxy resolves the configuration again on every event; this resolves it
+    when the configuration changes (``configure``, ``capture_logs``) and otherwise reuses it.
+    """
+
+    __slots__ = ("_context", "_factory", "_logger", "_processors", "_wrapper", "debug")
+
+    def __init__(self, **context: Any) -> None:
+        self._context = context
+        self._processors: Any = None
+        self._wrapper: Any = None
+        self._factory: Any = None
+        self._logger: Any = None
+        #: False when the logger in force drops debug events (so none need be built); valid
+        #: after ``get()``.
+        self.debug = True
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The bound context (a copy)."""
+        return dict(self._context)
+
+    def bind(self, **context: Any) -> EventLogger:
+        """A logger with ``context`` bound on top of this one's."""
+        return EventLogger(**{**self._context, **context})
+
+    def get(self) -> Any:
+        """The bound logger for the configuration in force."""
+        config = structlog.get_config()
+        processors = config["processors"]
+        wrapper = config["wrapper_class"]
+        factory = config["logger_factory"]
+        if (
+            processors is self._processors
+            and wrapper is self._wrapper
+            and factory is self._factory
+            and self._logger is not None
+        ):
+            return self._logger
+        logger = structlog.get_logger(LOGGER_NAME).bind(**self._context)
+        check = getattr(logger, "is_enabled_for", None)
+        debug = True
+        if callable(check):
+            try:
+                debug = bool(check(logging.DEBUG))
+            except Exception:  # noqa: BLE001 - a custom wrapper: assume it wants everything
+                debug = True
+        self._logger, self.debug = logger, debug
+        self._processors, self._wrapper, self._factory = processors, wrapper, factory
+        return logger
+
+
+def enabled() -> bool:
+    """True once the application (or ``configure``, or structlog's capture_logs) has configured
+    structlog. Until then the library stays silent rather than print structlog's defaults to
+    stdout, where a program's own output goes."""
+    return structlog.is_configured()
 
 
 def mask_phone(phone: str) -> str:
@@ -46,22 +131,57 @@ def secret_forms(secret: str) -> tuple[str, ...]:
 
 
 def redact(text: str, secrets: Iterable[str], *, phones: bool = True) -> str:
-    """``text`` with every spelling of each secret replaced, and phone numbers masked."""
+    """``text`` with every spelling of each secret replaced, the value of any ``clientPass``
+    field blanked, and phone numbers masked."""
     for secret in secrets:
         for form in secret_forms(secret):
             text = text.replace(form, MASK)
+    if "lientpass" in text.lower():
+        for pattern in _PASSWORD_FIELDS:
+            text = pattern.sub(rf"\g<1>{MASK}", text)
     if phones:
         text = _PHONE_RUN.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
     return text
 
 
-def configure(*, json: bool = False, level: str | int = "INFO") -> None:
-    """Set up structlog for an application: console or JSON lines on stderr, at ``level``."""
+class UrlSecretFilter(logging.Filter):
+    """Blanks the ``clientPass`` value and masks phone numbers in a log record's text.
+
+    urllib3 writes every request line at DEBUG, query string included, and a GET call carries the
+    password in its query string. FiboClient puts this filter on urllib3's request logger when it
+    may call over GET; it costs nothing unless that logger is enabled for DEBUG.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Always True (the record is kept), with its text redacted."""
+        message = record.getMessage()
+        cleaned = redact(message, ())
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def guard_urllib3() -> None:
+    """Put UrlSecretFilter on urllib3's request logger, once (called by clients that use GET)."""
+    for name in _URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, UrlSecretFilter) for f in logger.filters):
+            logger.addFilter(UrlSecretFilter())
+
+
+def configure(
+    *, json: bool = False, level: str | int = "INFO", stream: TextIO | None = None
+) -> None:
+    """Set up structlog for an application: console or JSON lines on ``stream`` (stderr), at
+    ``level`` (``DEBUG`` shows one event per attempt, ``INFO`` one per call)."""
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}")
+    out = stream if stream is not None else sys.stderr
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[
@@ -71,6 +191,6 @@ def configure(*, json: bool = False, level: str | int = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )

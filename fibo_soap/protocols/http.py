@@ -34,16 +34,16 @@ class AsmxHttpProtocol:
     ) -> None:
         self.name: str = verb
         self._transport = transport
-        self._endpoint = endpoint.rstrip("/")
+        self.endpoint = endpoint.rstrip("/")
         self._verb = verb
 
     def url_length(self, op: Operation, params: Mapping[str, str]) -> int:
         """The length the GET URL of this call would have."""
-        return len(self._endpoint) + len(op.name) + 2 + len(form_fields(op, params))
+        return len(self.endpoint) + len(op.name) + 2 + len(form_fields(op, params))
 
     def call(self, op: Operation, params: Mapping[str, str]) -> str:
         """The result text of ``op`` over HTTP GET or POST."""
-        url = f"{self._endpoint}/{op.name}"
+        url = f"{self.endpoint}/{op.name}"
         fields = form_fields(op, params)
         if self._verb == "get":
             response = self._transport.request("GET", f"{url}?{fields}" if fields else url)

@@ -7,8 +7,10 @@ into the exception tree (with the one fact retries need: was the request certain
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -30,6 +32,11 @@ from fibo_soap.errors import (
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
+
+#: The time.perf_counter() by which the current call must be over, or None. Set by resilience for
+#: the length of one call (a context variable, so threads sharing a client do not share it): a
+#: request made under it waits no longer than what is left, and one made after it is not sent.
+call_deadline: ContextVar[float | None] = ContextVar("fibo_call_deadline", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,8 @@ class HttpTransport:
     ) -> None:
         self.max_response_bytes = max_response_bytes
         self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        #: The longest one request can take: connect and read timeouts together.
+        self.longest = connect_timeout + read_timeout
         self._proxies = dict(urllib.request.getproxies() if proxies is None else proxies)
         self._pool_size = pool_size
         self._direct = urllib3.PoolManager(
@@ -93,6 +102,8 @@ class HttpTransport:
         headers: Mapping[str, str] | None = None,
     ) -> Response:
         """The answer to one request; raises ConnectError, TimeoutError or TransportError."""
+        deadline = call_deadline.get()
+        timeout = self._timeout if deadline is None else self._within(deadline)
         try:
             raw = self._manager(url).request(
                 method,
@@ -101,6 +112,7 @@ class HttpTransport:
                 headers=dict(headers or {}),
                 preload_content=False,
                 redirect=False,
+                timeout=timeout,
             )
         except (NewConnectionError, ConnectTimeoutError, ProxyError) as exc:
             raise ConnectError(f"cannot connect: {_reason(exc)}") from None
@@ -112,6 +124,16 @@ class HttpTransport:
             return Response(raw.status, raw.headers, self._read(raw))
         finally:
             raw.release_conn()
+
+    def _within(self, deadline: float) -> urllib3.Timeout:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            raise TimeoutError("the call's deadline passed before this request", request_sent=False)
+        if left >= self.longest:
+            return self._timeout
+        return urllib3.Timeout(
+            connect=self._timeout.connect_timeout, read=self._timeout.read_timeout, total=left
+        )
 
     def _read(self, raw: urllib3.BaseHTTPResponse) -> bytes:
         limit = self.max_response_bytes
