@@ -1,0 +1,2212 @@
+"""`fibo-sms`: the FIBO SMS gateway from the command line.
+
+Each subcommand is one FiboClient operation: the command parses its arguments, calls the facade and
+renders the answer (a table on a terminal, tab-separated text in a pipe, one JSON document with
+``--json``). It holds no API logic of its own.
+
+Settings come from flags, then the environment (FIBO_CLIENT_NO, FIBO_CLIENT_PASS,
+FIBO_PASSWORD_FILE, FIBO_ENDPOINT, FIBO_SERVICE_TYPE, FIBO_PROTOCOL, FIBO_WSDL), then the config
+file (see :mod:`fibo_soap.config`). The password is never taken on the command line and never
+printed: it comes from FIBO_CLIENT_PASS, a password file, or a hidden prompt.
+
+Exit codes, one per class of failure (:class:`ExitCode`):
+
+== ===================================================================================
+0  success
+1  unexpected error (a bug: please report it)
+2  usage or configuration: a bad flag or argument, a bad config file, no password
+3  authentication: FIBO refused the account number or password (code 100)
+4  balance: the balance is zero (102) or smaller than the messages (104)
+5  invalid input: refused before sending (phone, text, GUID, file row), or FIBO 101/103
+6  transport: no connection, a timeout, an HTTP error status
+7  protocol: an answer that is not FIBO's (SOAP fault, ASMX error, too large, bad WSDL)
+8  FIBO other: code 202 or a code the operation is not documented to return
+9  ambiguous send: the gateway may or may not have taken it; check its status first
+== ===================================================================================
+
+With --json the result is one JSON document on stdout, and an error is one JSON document on
+stderr: ``{"error": {"type", "exit_code", "message", "hint", "operation", "code"}}``. A send that
+failed part-way still prints what it did before the error.
+
+Importing this module imports neither zeep, lxml nor the emulator: the client is imported inside
+the commands, so ``fibo-sms --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import functools
+import inspect
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Concatenate, Final, ParamSpec, TextIO, cast
+
+import typer
+
+from fibo_soap import config
+from fibo_soap.config import ConfigError
+from fibo_soap.errors import (
+    AmbiguousSendError,
+    AuthenticationError,
+    BalanceError,
+    ConnectError,
+    FiboCodeError,
+    FiboError,
+    InsufficientBalanceError,
+    InvalidInputError,
+    InvalidPhoneNumberError,
+    InvalidServiceTypeError,
+    ProtocolError,
+    ResponseTooLargeError,
+    TimeoutError,
+    TransportError,
+    ZeroBalanceError,
+)
+from fibo_soap.models import IncomingStatus, SmsStatus
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fibo_soap.client import FiboClient
+    from fibo_soap.models import (
+        HostingBalance,
+        IncomingSms,
+        Message,
+        SenderName,
+        SentSms,
+        SmsStatusRow,
+    )
+
+__all__ = ["ExitCode", "app", "exit_code_for", "main"]
+
+
+class ExitCode(IntEnum):
+    """What the exit status of `fibo-sms` means."""
+
+    OK = 0
+    UNEXPECTED = 1
+    USAGE = 2
+    AUTHENTICATION = 3
+    BALANCE = 4
+    INVALID_INPUT = 5
+    TRANSPORT = 6
+    PROTOCOL = 7
+    FIBO_OTHER = 8
+    AMBIGUOUS_SEND = 9
+    INTERRUPTED = 130
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """The exit status for an exception that ended a command."""
+    # Order matters: InvalidPhoneNumberError is both an InvalidInputError and a FiboCodeError.
+    if isinstance(exc, AmbiguousSendError):
+        return ExitCode.AMBIGUOUS_SEND
+    if isinstance(exc, ConfigError):
+        return ExitCode.USAGE
+    if isinstance(exc, AuthenticationError):
+        return ExitCode.AUTHENTICATION
+    if isinstance(exc, BalanceError):
+        return ExitCode.BALANCE
+    if isinstance(exc, InvalidInputError | InvalidServiceTypeError):
+        return ExitCode.INVALID_INPUT
+    if isinstance(exc, FiboCodeError):
+        return ExitCode.FIBO_OTHER
+    if isinstance(exc, TransportError):
+        return ExitCode.TRANSPORT
+    if isinstance(exc, ProtocolError):
+        return ExitCode.PROTOCOL
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    return ExitCode.UNEXPECTED
+
+
+EXIT_CODES_HELP: Final = (
+    "[b]Exit codes[/b]: 0 ok · 1 unexpected error · 2 usage or configuration · "
+    "3 authentication (FIBO 100) · 4 balance (102, 104) · "
+    "5 invalid input (refused locally, or FIBO 101, 103) · 6 transport (connection, timeout, "
+    "HTTP status) · 7 protocol (not a FIBO answer, bad WSDL) · 8 FIBO other (202, unexpected "
+    "code) · 9 ambiguous send (check the status before sending again)."
+)
+
+#: FIBO's own names for the statuses (FIBO-API.md), as tables show them.
+SMS_STATUS_NAMES: Final[Mapping[SmsStatus, str]] = {
+    SmsStatus.PENDING: "Pending",
+    SmsStatus.SENDING: "Sending",
+    SmsStatus.SENT_SUCCESS: "SentSuccess",
+    SmsStatus.SENT_FAILED: "SentFailed",
+    SmsStatus.DELETED: "Deleted",
+    SmsStatus.TO_NUMBER_NOT_CORRECT: "ToNumberNotCorrect",
+    SmsStatus.CAN_NOT_SEND: "CanNotSend",
+    SmsStatus.OUT_OF_DATE: "OutOfDate",
+    SmsStatus.SEND_MT_FAILED: "SendMTFailed",
+    SmsStatus.OTHER: "Other",
+    SmsStatus.SPAM_SMS: "SpamSMS",
+    SmsStatus.RESTORE_TO_ACCOUNT_CLIENT: "RestoreToAccountClient",
+}
+INCOMING_STATUS_NAMES: Final[Mapping[IncomingStatus, str]] = {
+    IncomingStatus.JUST_RECEIVED: "JustReceived",
+    IncomingStatus.PROCESSING: "Processing",
+    IncomingStatus.CONFIRMED: "Confirmed",
+    IncomingStatus.WRONG_SYNTAX: "WrongSyntax",
+    IncomingStatus.EXPIRED: "Expired",
+    IncomingStatus.NO_CLIENT_RESPONSE: "NoClientResponse",
+}
+
+DEFAULT_CHUNK: Final = 500
+STATUS_CHUNK: Final = 500
+_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+_DATE_FORMATS: Final = ["%Y-%m-%d"]
+_SPOOL_BYTES: Final = 16 * 1024 * 1024
+_SHOWN_PROBLEMS: Final = 20
+
+PANEL_ACCOUNT: Final = "Account and connection"
+PANEL_OUTPUT: Final = "Output"
+
+
+class FileFormat(StrEnum):
+    """The format of a send-bulk file."""
+
+    AUTO = "auto"
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+class AccentMode(StrEnum):
+    """What estimate does with Vietnamese accents (fibo_soap.text.Accents)."""
+
+    KEEP = "keep"
+    STRIP = "strip"
+    STRIP_IF_SHORTER = "strip-if-shorter"
+
+
+# --- one invocation: its options, its output, its client ---------------------------------------
+
+
+class _Progress:
+    """A progress bar's handle; does nothing when bars are off."""
+
+    def __init__(self, bar: Any = None, task: Any = None) -> None:
+        self._bar = bar
+        self._task = task
+
+    def advance(self, amount: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, amount)
+
+    def update(self, *, completed: int | None = None, total: int | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed, total=total)
+
+
+@dataclass
+class Run:
+    """One command's invocation: the common options, the output streams, and the client."""
+
+    json: bool = False
+    quiet: bool = False
+    progress: bool | None = None
+    verbose: bool = False
+    flags: config.Flags | None = None
+    #: GUIDs of a send in flight, for the error hint when its fate is unknown.
+    in_flight: list[str] = field(default_factory=list)
+    service_type: str | None = None
+    _settings: config.Settings | None = None
+    _client: FiboClient | None = None
+    _stdout: Console | None = None
+    _stderr: Console | None = None
+
+    # output ---------------------------------------------------------------------------------
+
+    @property
+    def stdout(self) -> Console:
+        if self._stdout is None:
+            from rich.console import Console
+
+            self._stdout = Console(highlight=False, soft_wrap=False)
+        return self._stdout
+
+    @property
+    def stderr(self) -> Console:
+        if self._stderr is None:
+            from rich.console import Console
+
+            self._stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._stderr
+
+    def emit(self, document: Mapping[str, Any], human: Callable[[], None]) -> None:
+        """The command's result: ``document`` as JSON with --json, else ``human()``."""
+        if self.json:
+            sys.stdout.write(json.dumps(document, ensure_ascii=False, sort_keys=False) + "\n")
+            sys.stdout.flush()
+        elif not self.quiet:
+            human()
+
+    def line(self, text: str) -> None:
+        """A line of the human result on stdout (plain text, no markup)."""
+        if not self.quiet and not self.json:
+            self.stdout.print(text, markup=False)
+
+    def note(self, text: str) -> None:
+        """Something worth knowing that is not the result: stderr, silenced by --quiet."""
+        if not self.quiet:
+            self.stderr.print(text, markup=False, style="dim" if self.stderr.is_terminal else None)
+
+    def warn(self, text: str) -> None:
+        """A warning on stderr; shown even with --quiet."""
+        self.stderr.print(f"warning: {text}", markup=False, style="yellow")
+
+    def table(
+        self,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[object]],
+        *,
+        title: str | None = None,
+    ) -> None:
+        """Rows as a table on a terminal, as tab-separated lines with a header otherwise."""
+        cells = [[_cell(value) for value in row] for row in rows]
+        if self.quiet or self.json:
+            return
+        if not self.stdout.is_terminal:
+            for row in [list(columns), *cells]:
+                sys.stdout.write("\t".join(_one_line(cell) for cell in row) + "\n")
+            sys.stdout.flush()
+            return
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left", header_style="bold")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in cells:
+            table.add_row(*row)
+        self.stdout.print(table, markup=False)
+
+    @contextlib.contextmanager
+    def bar(self, description: str, total: int | None) -> Iterator[_Progress]:
+        """A progress bar on stderr, when stderr is a terminal (or --progress) and not --quiet."""
+        show = self.progress
+        if show is None:
+            show = self.stderr.is_terminal and not self.quiet
+        if not show:
+            yield _Progress()
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        console = Console(stderr=True, force_terminal=True if self.progress else None)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            yield _Progress(progress, progress.add_task(description, total=total))
+
+    # settings and client -------------------------------------------------------------------
+
+    def settings(self, *, need_account: bool = True) -> config.Settings:
+        """The resolved settings (flags, environment, config file); prompts on a terminal."""
+        if self._settings is None:
+            flags = self.flags or config.Flags()
+            self._settings = config.resolve(
+                flags, need_account=need_account, prompt=self._prompt(flags)
+            )
+            for warning in self._settings.warnings:
+                self.warn(warning)
+        return self._settings
+
+    @staticmethod
+    def _prompt(flags: config.Flags) -> Callable[[], str] | None:
+        if not (flags.ask_password or sys.stdin.isatty()):
+            return None
+
+        def ask() -> str:
+            answer = typer.prompt(
+                "FIBO password", hide_input=True, err=True, default="", show_default=False
+            )
+            return str(answer)
+
+        return ask
+
+    def client(self, *, need_account: bool = True, **overrides: Any) -> FiboClient:
+        """The FiboClient of the resolved settings (one per invocation, closed at the end);
+        ``overrides`` are further FiboClient options."""
+        if self._client is None:
+            from fibo_soap.client import FiboClient
+
+            s = self.settings(need_account=need_account)
+            options: dict[str, Any] = dict(overrides)
+            if s.endpoint:
+                options["endpoint"] = s.endpoint
+            if s.service_type:
+                options["service_type"] = s.service_type
+            if s.protocol:
+                options["protocol"] = s.protocol
+            if s.wsdl:
+                options["wsdl"] = s.wsdl
+            if s.timeout:
+                options["timeout"] = s.timeout
+            if s.attempts:
+                from fibo_soap.resilience import RetryPolicy
+
+                options["retry"] = RetryPolicy(attempts=s.attempts)
+            # About needs no account, but the client takes one: any placeholder does.
+            self._client = FiboClient(s.client_no or "anonymous", s.password or "", **options)
+            self.service_type = s.service_type
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def secrets(self) -> tuple[str, ...]:
+        password = self._settings.password if self._settings else None
+        return (password,) if password else ()
+
+    # errors --------------------------------------------------------------------------------
+
+    def fail(self, exc: BaseException) -> ExitCode:
+        """Report ``exc`` on stderr (JSON with --json) and give the exit status."""
+        code = exit_code_for(exc)
+        if code is ExitCode.INTERRUPTED:
+            message, hint = "interrupted", _interrupted_hint(self)
+        elif code is ExitCode.UNEXPECTED:
+            message = f"unexpected error: {type(exc).__name__}: {exc}"
+            hint = "this is a bug in fibo-sms: rerun with --verbose and report the traceback"
+        else:
+            message, hint = str(exc), hint_for(exc, self)
+        message, hint = _redact(message, self.secrets()), _redact(hint, self.secrets())
+        if self.verbose and code is ExitCode.UNEXPECTED:
+            import traceback
+
+            trace = "".join(traceback.format_exception(exc))
+            sys.stderr.write(_redact(trace, self.secrets()))
+        if self.json:
+            document = {
+                "error": {
+                    "type": type(exc).__name__,
+                    "exit_code": int(code),
+                    "message": message,
+                    "hint": hint or None,
+                    "operation": getattr(exc, "operation", None),
+                    "code": getattr(exc, "code", None),
+                }
+            }
+            sys.stderr.write(json.dumps(document, ensure_ascii=False) + "\n")
+        else:
+            self.stderr.print(f"error: {message}", markup=False, style="bold red")
+            if hint:
+                self.stderr.print(f"hint: {hint}", markup=False)
+        return code
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    if not secrets:
+        return text
+    from fibo_soap.logs import redact
+
+    return redact(text, secrets, phones=False)
+
+
+def _interrupted_hint(run: Run) -> str:
+    if run.in_flight:
+        return (
+            f"a send was in flight: run `fibo-sms status {_shown(run.in_flight)}` before resending"
+        )
+    return ""
+
+
+def _shown(guids: Sequence[str]) -> str:
+    return " ".join(guids[:3]) + (" ..." if len(guids) > 3 else "")
+
+
+def _source(run: Run, name: str, fallback: str) -> str:
+    settings = run._settings
+    return (settings.source(name) if settings else None) or fallback
+
+
+def hint_for(exc: BaseException, run: Run) -> str:
+    """What to do next after ``exc``, in the words of the setting or command that fixes it."""
+    service = run.service_type or "(none set)"
+    if isinstance(exc, ConfigError):
+        return "see `fibo-sms --help` for the settings and where they come from"
+    if isinstance(exc, AmbiguousSendError):
+        guids = list(exc.guids) or run.in_flight
+        if guids:
+            return (
+                f"the gateway may have taken it: run `fibo-sms status {_shown(guids)}` before "
+                "resending"
+            )
+        return (
+            "the gateway may have taken it (SendBulkSMS has no GUIDs to check): look at "
+            "`fibo-sms sent --minutes 10` before resending"
+        )
+    if isinstance(exc, AuthenticationError):
+        who = _source(run, "client_no", config.ENV_CLIENT_NO)
+        password = _source(run, "password", config.ENV_CLIENT_PASS)
+        return f"FIBO refused the account: check {who} and {password}"
+    if isinstance(exc, ZeroBalanceError):
+        return (
+            f"balance 0 on service {service}: top it up, or choose another service type with "
+            "--service-type (see `fibo-sms balance --all`)"
+        )
+    if isinstance(exc, InsufficientBalanceError):
+        return (
+            f"more messages than the balance of service {service}; nothing was sent: send fewer "
+            "or top it up (see `fibo-sms balance`)"
+        )
+    if isinstance(exc, InvalidServiceTypeError):
+        return (
+            f"service type {service} ({_source(run, 'service_type', '--service-type')}) is not "
+            "one of the account's: see `fibo-sms balance --all`"
+        )
+    if isinstance(exc, InvalidPhoneNumberError):
+        if exc.invalid:
+            listed = "; ".join(f"{p}: {why}" for p, why in exc.invalid[:5])
+            return f"fix the numbers ({listed}); nothing was sent"
+        return "fix the phone number; nothing was sent"
+    if isinstance(exc, InvalidInputError):
+        if exc.field == "service_type":
+            return (
+                f"set {config.ENV_SERVICE_TYPE}, or service_type in the config file, or pass "
+                "--service-type"
+            )
+        if exc.field == "protocol":
+            return f"check {_source(run, 'protocol', config.ENV_PROTOCOL)}"
+        return "nothing was sent: fix the input and run the command again"
+    if isinstance(exc, FiboCodeError):
+        return "FIBO reported an error of its own: retry later, or contact FIBO with the message"
+    endpoint = _endpoint(run)
+    if isinstance(exc, TransportError):
+        if run.in_flight and exc.request_sent:
+            return (
+                "the request may have reached FIBO: run "
+                f"`fibo-sms status {_shown(run.in_flight)}` before sending again"
+            )
+        if isinstance(exc, ConnectError):
+            return (
+                f"cannot reach {endpoint}: check {_source(run, 'endpoint', config.ENV_ENDPOINT)} "
+                "and the network; nothing was sent"
+            )
+        if isinstance(exc, TimeoutError):
+            return f"{endpoint} did not answer in time: retry, or raise --timeout"
+        return f"check {_source(run, 'endpoint', config.ENV_ENDPOINT)} ({endpoint})"
+    if isinstance(exc, ResponseTooLargeError):
+        return "the answer was too large: ask for a shorter time window or fewer GUIDs"
+    if isinstance(exc, ProtocolError):
+        wsdl = _source(run, "wsdl", "")
+        fix = f"; the WSDL is {wsdl}: `fibo-sms wsdl refresh` it or remove it" if wsdl else ""
+        return (
+            f"{endpoint} did not answer as FIBO does: check "
+            f"{_source(run, 'endpoint', config.ENV_ENDPOINT)} and "
+            f"{_source(run, 'protocol', config.ENV_PROTOCOL)} (try --protocol get){fix}"
+        )
+    return ""
+
+
+def _endpoint(run: Run) -> str:
+    if run._client is not None:
+        return run._client.endpoint
+    settings = run._settings
+    return (settings.endpoint if settings else None) or "FIBO"
+
+
+# --- common options, added to every command ----------------------------------------------------
+
+P = ParamSpec("P")
+
+
+def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+_OUTPUT_PARAMS: Final = (
+    _param(
+        "opt_json",
+        Annotated[
+            bool,
+            typer.Option(
+                "--json",
+                help="One JSON document on stdout, stable keys (an error: one on stderr).",
+                rich_help_panel=PANEL_OUTPUT,
+            ),
+        ],
+        False,
+    ),
+    _param(
+        "opt_quiet",
+        Annotated[
+            bool,
+            typer.Option(
+                "--quiet",
+                "-q",
+                help="Print nothing but errors (the exit code says how it went).",
+                rich_help_panel=PANEL_OUTPUT,
+            ),
+        ],
+        False,
+    ),
+    _param(
+        "opt_progress",
+        Annotated[
+            bool | None,
+            typer.Option(
+                "--progress/--no-progress",
+                help="Progress bars on stderr (default: only when stderr is a terminal).",
+                rich_help_panel=PANEL_OUTPUT,
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    _param(
+        "opt_verbose",
+        Annotated[
+            bool,
+            typer.Option(
+                "--verbose",
+                "-v",
+                help="Log each call on stderr (no secrets) and show tracebacks of bugs.",
+                rich_help_panel=PANEL_OUTPUT,
+            ),
+        ],
+        False,
+    ),
+)
+
+# The click context, so that options given before the command (fibo-sms --json balance) count.
+_CONTEXT_PARAM: Final = _param("opt_context", typer.Context, None)
+
+_ACCOUNT_PARAMS: Final = (
+    _param(
+        "opt_config",
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--config",
+                help="TOML config file (default: ~/.config/fibo-sms/config.toml).",
+                rich_help_panel=PANEL_ACCOUNT,
+                dir_okay=False,
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    _param(
+        "opt_client_no",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--client-no",
+                help="FIBO account number (env FIBO_CLIENT_NO).",
+                rich_help_panel=PANEL_ACCOUNT,
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    _param(
+        "opt_password_file",
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--password-file",
+                help="File whose first line is the password (env FIBO_CLIENT_PASS holds it "
+                "directly, FIBO_PASSWORD_FILE names a file).",
+                rich_help_panel=PANEL_ACCOUNT,
+                dir_okay=False,
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    _param(
+        "opt_ask_password",
+        Annotated[
+            bool,
+            typer.Option(
+                "--ask-password",
+                help="Prompt for the password (hidden), even when another source has one.",
+                rich_help_panel=PANEL_ACCOUNT,
+            ),
+        ],
+        False,
+    ),
+    _param(
+        "opt_endpoint",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--endpoint",
+                help="Service.asmx URL (env FIBO_ENDPOINT; default FIBO's).",
+                rich_help_panel=PANEL_ACCOUNT,
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    _param(
+        "opt_protocol",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--protocol",
+                help="soap11, soap12, get or post; several, comma-separated, are tried in order "
+                "(env FIBO_PROTOCOL).",
+                rich_help_panel=PANEL_ACCOUNT,
+                show_default=False,
+                autocompletion=lambda incomplete: [
+                    p for p in config.PROTOCOLS if p.startswith(incomplete)
+                ],
+            ),
+        ],
+        None,
+    ),
+    _param(
+        "opt_wsdl",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--wsdl",
+                help="WSDL path or URL (env FIBO_WSDL; default the one `wsdl refresh` stored, "
+                "else the bundled one).",
+                rich_help_panel=PANEL_ACCOUNT,
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    _param(
+        "opt_timeout",
+        Annotated[
+            float | None,
+            typer.Option(
+                "--timeout",
+                help="Seconds to wait for an answer (default 60).",
+                rich_help_panel=PANEL_ACCOUNT,
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    _param(
+        "opt_attempts",
+        Annotated[
+            int | None,
+            typer.Option(
+                "--attempts",
+                min=1,
+                help="Tries of a call on each protocol (default 3; 1: no retries). A send is "
+                "never repeated unless FIBO certainly did not take it.",
+                rich_help_panel=PANEL_ACCOUNT,
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+)
+
+
+def _common(
+    *, account: bool = True
+) -> Callable[[Callable[Concatenate[Run, P], None]], Callable[P, None]]:
+    """Give a command the output options (and, with ``account``, the account options).
+
+    The command receives them resolved as its first argument, a :class:`Run`; failures are
+    reported and turned into exit codes here, once for every command.
+    """
+    extra = (_CONTEXT_PARAM, *_OUTPUT_PARAMS, *(_ACCOUNT_PARAMS if account else ()))
+
+    def decorate(func: Callable[Concatenate[Run, P], None]) -> Callable[P, None]:
+        signature = inspect.signature(func, eval_str=True)
+        own = list(signature.parameters.values())[1:]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> None:
+            common = {p.name: kwargs.pop(p.name, p.default) for p in extra}
+            run = _run_from(common, account=account)
+            try:
+                func(run, *args, **kwargs)
+            except (typer.Exit, typer.Abort, typer.BadParameter):
+                raise
+            except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure has an exit code
+                raise typer.Exit(int(run.fail(exc))) from None
+            finally:
+                run.close()
+
+        wrapper.__doc__ = _reflow(func.__doc__ or "")
+        wrapper.__signature__ = signature.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in (*own, *extra)} | {"return": None}
+        return cast("Callable[P, None]", wrapper)
+
+    return decorate
+
+
+def _reflow(doc: str) -> str:
+    """A docstring with each paragraph on one line: rich help keeps single line breaks."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split("\n")) for p in paragraphs)
+
+
+def _run_from(common: Mapping[str, Any], *, account: bool) -> Run:
+    ctx = common["opt_context"]
+    root = ctx.find_root().obj if ctx is not None else None
+    if not isinstance(root, dict):
+        root = {}
+    progress = common["opt_progress"]
+    run = Run(
+        json=bool(common["opt_json"] or root.get("json")),
+        quiet=bool(common["opt_quiet"] or root.get("quiet")),
+        progress=progress if progress is not None else root.get("progress"),
+        verbose=bool(common["opt_verbose"] or root.get("verbose")),
+    )
+    if account:
+        protocol = common["opt_protocol"]
+        run.flags = config.Flags(
+            config=common["opt_config"],
+            client_no=common["opt_client_no"],
+            password_file=common["opt_password_file"],
+            ask_password=bool(common["opt_ask_password"]),
+            endpoint=common["opt_endpoint"],
+            protocol=protocol,
+            wsdl=common["opt_wsdl"],
+            timeout=common["opt_timeout"],
+            attempts=common["opt_attempts"],
+        )
+    if run.verbose:
+        from fibo_soap import logs
+
+        logs.configure(level="DEBUG")
+    return run
+
+
+def _with_service_type(run: Run, service_type: str | None) -> None:
+    if service_type is not None and run.flags is not None:
+        run.flags = dataclasses.replace(run.flags, service_type=service_type)
+
+
+# --- rendering helpers -------------------------------------------------------------------------
+
+
+def _local(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return (value.astimezone() if value.tzinfo else value).strftime(_TIME_FORMAT)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return _local(value)
+    if isinstance(value, SmsStatus):
+        return SMS_STATUS_NAMES[value]
+    if isinstance(value, IncomingStatus):
+        return INCOMING_STATUS_NAMES[value]
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+
+def _status_name(status: SmsStatus | None) -> str | None:
+    return None if status is None else SMS_STATUS_NAMES[status]
+
+
+def _sent_doc(row: SentSms) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "guid": row.guid,
+        "phone": row.phone,
+        "message": row.message,
+        "created": _iso(row.created),
+        "sent": _iso(row.sent),
+        "status": None if row.status is None else int(row.status),
+        "status_name": _status_name(row.status),
+    }
+
+
+def _incoming_doc(row: IncomingSms) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "phone": row.phone,
+        "message": row.message,
+        "status": None if row.status is None else int(row.status),
+        "status_name": None if row.status is None else INCOMING_STATUS_NAMES[row.status],
+        "created": _iso(row.created),
+        "sent": _iso(row.sent),
+        "service_type_id": row.service_type_id,
+        "service_type_name": row.service_type_name,
+    }
+
+
+def _status_doc(row: SmsStatusRow) -> dict[str, Any]:
+    return {
+        "guid": row.guid,
+        "status": None if row.status is None else int(row.status),
+        "status_name": _status_name(row.status),
+        "final": row.status is not None and row.status.is_final,
+        "sender_name": row.sender_name,
+    }
+
+
+def _sender_doc(row: SenderName) -> dict[str, Any]:
+    return {"name": row.name, "status": row.status, "created": _iso(row.created)}
+
+
+def _hosting_doc(row: HostingBalance) -> dict[str, Any]:
+    return {"service_type_name": row.service_type_name, "balance": row.balance}
+
+
+def _show_sent(run: Run, rows: Sequence[SentSms], empty: str) -> None:
+    if not rows:
+        run.note(empty)
+        return
+    run.table(
+        ["ID", "GUID", "Phone", "Message", "Created", "Sent", "Status"],
+        [(r.id, r.guid, r.phone, r.message, r.created, r.sent, r.status) for r in rows],
+    )
+
+
+def _show_incoming(run: Run, rows: Sequence[IncomingSms], empty: str) -> None:
+    if not rows:
+        run.note(empty)
+        return
+    run.table(
+        ["ID", "Phone", "Message", "Status", "Received", "Sent", "Service"],
+        [
+            (r.id, r.phone, r.message, r.status, r.created, r.sent, r.service_type_name)
+            for r in rows
+        ],
+    )
+
+
+def _read_text(value: str) -> str:
+    """An argument's text; ``-`` reads stdin (one final line end dropped)."""
+    if value != "-":
+        return value
+    data = sys.stdin.read()
+    return data[:-1] if data.endswith("\n") else data
+
+
+def _parse_status(value: str | None, names: Mapping[Any, str], kind: type[IntEnum]) -> int | None:
+    """A status given by number or by name (``SentSuccess``, ``sent-success``, ``SENT_SUCCESS``)."""
+    if value is None:
+        return None
+    wanted = value.strip().lower().replace("-", "").replace("_", "").replace(" ", "")
+    if wanted.isdigit() and int(wanted) in {int(s) for s in kind}:
+        return int(wanted)
+    for status, name in names.items():
+        if wanted in (name.lower(), status.name.lower().replace("_", "")):
+            return int(status)
+    choices = ", ".join(names.values())
+    raise typer.BadParameter(
+        f"{value!r} is not a status: use a number or one of {choices}", param_hint="--status"
+    )
+
+
+def _complete_sms_status(incomplete: str) -> list[str]:
+    return [n for n in SMS_STATUS_NAMES.values() if n.lower().startswith(incomplete.lower())]
+
+
+def _complete_incoming_status(incomplete: str) -> list[str]:
+    return [n for n in INCOMING_STATUS_NAMES.values() if n.lower().startswith(incomplete.lower())]
+
+
+def _new_guid() -> str:
+    return str(uuid.uuid4())
+
+
+def _example(*lines: str) -> str:
+    shown = "\n\n".join(f"  [cyan]$ {line}[/cyan]" for line in lines)
+    return f"[b]Example[/b]\n\n{shown}"
+
+
+def _split_phones(values: Iterable[str]) -> list[str]:
+    return [p.strip() for value in values for p in value.split(",") if p.strip()]
+
+
+# --- the application ---------------------------------------------------------------------------
+
+app = typer.Typer(
+    name="fibo-sms",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,  # a traceback's locals would show the password
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES_HELP,
+)
+wsdl_app = typer.Typer(
+    name="wsdl",
+    help="The service description (WSDL) the client uses: refresh it from FIBO, show it.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    epilog=EXIT_CODES_HELP,
+)
+app.add_typer(wsdl_app, name="wsdl")
+
+ServiceTypeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--service-type",
+        "-s",
+        help="Service type to use (env FIBO_SERVICE_TYPE).",
+        show_default=False,
+    ),
+]
+FromOption = Annotated[
+    datetime | None,
+    typer.Option(
+        "--from", help="First day (YYYY-MM-DD).", formats=_DATE_FORMATS, show_default=False
+    ),
+]
+ToOption = Annotated[
+    datetime | None,
+    typer.Option("--to", help="Last day (YYYY-MM-DD).", formats=_DATE_FORMATS, show_default=False),
+]
+KeyOption = Annotated[
+    str, typer.Option("--key", help="Only messages containing this text.", show_default=False)
+]
+FilterServiceOption = Annotated[
+    str | None,
+    typer.Option("--service-type", "-s", help="Only this service type.", show_default=False),
+]
+
+
+_ROOT_HELP: Final = """Send SMS through the FIBO gateway and follow them, from the command line.
+
+    The account comes from FIBO_CLIENT_NO and FIBO_CLIENT_PASS (or --client-no, --password-file,
+    a hidden prompt, or ~/.config/fibo-sms/config.toml); the password is never an argument and is
+    never printed. Every command takes --json (one JSON document) and --quiet.
+    """
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            shown = version("fibo-soap")
+        except PackageNotFoundError:
+            shown = "unknown"
+        typer.echo(f"fibo-sms {shown}")
+        raise typer.Exit()
+
+
+@app.callback(help=_reflow(_ROOT_HELP))
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="As the command's --json.", rich_help_panel=PANEL_OUTPUT)
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="As the command's --quiet.", rich_help_panel=PANEL_OUTPUT
+        ),
+    ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="As the command's --progress.",
+            rich_help_panel=PANEL_OUTPUT,
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="As the command's --verbose.", rich_help_panel=PANEL_OUTPUT
+        ),
+    ] = False,
+) -> None:
+    """The output options may come before the command too: fibo-sms --json balance."""
+    ctx.obj = {"json": as_json, "quiet": quiet, "progress": progress, "verbose": verbose}
+
+
+@app.command(epilog=_example("fibo-sms about"))
+@_common()
+def about(run: Run) -> None:
+    """Check that FIBO answers (About; needs no account)."""
+    answer = run.client(need_account=False).about()
+    run.emit({"about": answer}, lambda: run.line(answer))
+
+
+@app.command(
+    epilog=_example(
+        "fibo-sms check", "fibo-sms check --client-no CL0001 --password-file ~/.fibo-pass"
+    )
+)
+@_common()
+def check(run: Run) -> None:
+    """Check the account number and password; prints the account holder (CheckClient)."""
+    client = run.client()
+    name = client.check_client()
+    run.emit(
+        {"client_no": client.client_no, "name": name},
+        lambda: run.line(f"{client.client_no}: {name}"),
+    )
+
+
+@app.command(epilog=_example("fibo-sms balance --service-type 1", "fibo-sms balance --all"))
+@_common()
+def balance(
+    run: Run,
+    service_type: ServiceTypeOption = None,
+    every: Annotated[
+        bool, typer.Option("--all", "-a", help="Every hosting service of the account.")
+    ] = False,
+) -> None:
+    """Messages left on a service type (GetClientBalance), or on every one (--all)."""
+    _with_service_type(run, service_type)
+    client = run.client()
+    if every:
+        rows = client.get_hosting_balances()
+
+        def human_all() -> None:
+            if not rows:
+                run.note("The account has no hosting service.")
+            run.table(["Service", "Balance"], [(r.service_type_name, r.balance) for r in rows])
+
+        run.emit({"services": [_hosting_doc(r) for r in rows]}, human_all)
+        return
+    left = client.get_balance()
+    chosen = client.service_type
+
+    def human() -> None:
+        run.line(f"{left} messages left on service type {chosen}")
+        if left == 0:
+            run.note(f"balance 0 on service {chosen}: sends on it will be refused (code 102)")
+
+    run.emit({"service_type": chosen, "balance": left}, human)
+
+
+@app.command(epilog=_example("fibo-sms senders"))
+@_common()
+def senders(run: Run) -> None:
+    """The account's registered sender (brand) names (GetClientSenderNameList)."""
+    rows = run.client().get_sender_names()
+
+    def human() -> None:
+        if not rows:
+            run.note("The account has no registered sender name.")
+            return
+        run.table(["Sender", "Status", "Registered"], [(r.name, r.status, r.created) for r in rows])
+
+    run.emit({"senders": [_sender_doc(r) for r in rows]}, human)
+
+
+@app.command(
+    epilog=_example(
+        "fibo-sms send 0909128628 'Your code is 1234'",
+        "fibo-sms send --masked --sender ACME 0909128628 'Sale ends today'",
+        "echo 'Hello' | fibo-sms send --test 0909128628 -",
+    )
+)
+@_common()
+def send(
+    run: Run,
+    phone: Annotated[str, typer.Argument(help="Recipient, e.g. 0909128628 or +84909128628.")],
+    text: Annotated[str, typer.Argument(help="The message; - reads it from stdin.")],
+    masked: Annotated[
+        bool, typer.Option("--masked", help="Send as a brand name (SendMaskedSMS).")
+    ] = False,
+    sender: Annotated[
+        str | None,
+        typer.Option(
+            "--sender", help="Registered sender name (implies --masked).", show_default=False
+        ),
+    ] = None,
+    test: Annotated[
+        bool,
+        typer.Option(
+            "--test", help="FIBO's free test channel, service type 3: stored, never delivered."
+        ),
+    ] = False,
+    guid: Annotated[
+        str | None,
+        typer.Option(
+            "--guid", help="Your own id for the message (default: a new UUID).", show_default=False
+        ),
+    ] = None,
+    service_type: ServiceTypeOption = None,
+) -> None:
+    """Send one SMS (SendSMS; SendMaskedSMS with --masked or --sender)."""
+    if test and (masked or sender is not None):
+        raise ConfigError("--test cannot be combined with --masked or --sender")
+    if test and service_type is not None:
+        raise ConfigError("--test is service type 3: leave out --service-type")
+    body = _read_text(text)
+    _with_service_type(run, service_type)
+    client = run.client()
+    chosen_guid = guid if guid is not None else _new_guid()
+    run.in_flight = [chosen_guid]
+    if test:
+        operation = "SendSMS"
+        receipt = client.send_test_sms(phone, body, guid=chosen_guid)
+        used_type: str | None = "3"
+    elif masked or sender is not None:
+        operation = "SendMaskedSMS"
+        receipt = client.send_masked_sms(phone, body, sender_name=sender or "", guid=chosen_guid)
+        used_type = client.service_type
+    else:
+        operation = "SendSMS"
+        receipt = client.send_sms(phone, body, guid=chosen_guid)
+        used_type = client.service_type
+    run.in_flight = []
+
+    def human() -> None:
+        run.line(f"accepted {receipt.guid} ({receipt.message or receipt.code})")
+        run.note(f"follow it with: fibo-sms status {receipt.guid}")
+
+    run.emit(
+        {
+            "operation": operation,
+            "guid": receipt.guid,
+            "code": receipt.code,
+            "message": receipt.message,
+            "service_type": used_type,
+            "test": test,
+        },
+        human,
+    )
+
+
+@app.command(
+    "send-list",
+    epilog=_example(
+        "fibo-sms send-list --to 0909128628 --to 0912345678 'Meeting at 10'",
+        "fibo-sms send-list --to 0909128628,0912345678 --sender ACME 'Sale ends today'",
+    ),
+)
+@_common()
+def send_list(
+    run: Run,
+    to: Annotated[
+        list[str],
+        typer.Option("--to", help="A recipient; repeat it, or separate numbers with commas."),
+    ],
+    text: Annotated[str, typer.Argument(help="The message, the same for all; - reads stdin.")],
+    sender: Annotated[
+        str | None,
+        typer.Option("--sender", help="Registered sender name (default n/a).", show_default=False),
+    ] = None,
+    service_type: ServiceTypeOption = None,
+) -> None:
+    """Send one text to many phones (SendSMSToListMobilePhone); each gets its own GUID."""
+    phones = _split_phones(to)
+    if not phones:
+        raise ConfigError("--to names no phone number")
+    body = _read_text(text)
+    _with_service_type(run, service_type)
+    client = run.client()
+    entries = [(p, _new_guid()) for p in phones]
+    run.in_flight = [g for _, g in entries]
+    receipt = client.send_to_list(entries, body, sender_name=sender)
+    run.in_flight = []
+    phone_of = {g: p for p, g in entries}
+    accepted = [{"phone": phone_of.get(g), "guid": g} for g in receipt.accepted]
+    rejected = [{"phone": phone_of.get(g), "guid": g} for g in receipt.rejected]
+
+    def human() -> None:
+        run.table(
+            ["Phone", "GUID", "Result"],
+            [(a["phone"], a["guid"], "accepted") for a in accepted]
+            + [(r["phone"], r["guid"], "rejected") for r in rejected],
+        )
+        run.note(f"{len(accepted)} accepted, {len(rejected)} rejected")
+
+    run.emit(
+        {
+            "operation": "SendSMSToListMobilePhone",
+            "service_type": client.service_type,
+            "accepted": accepted,
+            "rejected": rejected,
+        },
+        human,
+    )
+    if rejected and not accepted:
+        raise InvalidPhoneNumberError(
+            "FIBO rejected every recipient (ListWrongPhoneNumber)",
+            invalid=[(str(r["phone"]), "rejected by FIBO") for r in rejected],
+            operation="SendSMSToListMobilePhone",
+        )
+
+
+# --- send-bulk ---------------------------------------------------------------------------------
+
+_PHONE_HEADERS: Final = frozenset(
+    {"phone", "phonenumber", "phone_number", "number", "to", "msisdn"}
+)
+_TEXT_HEADERS: Final = frozenset({"text", "message", "sms", "content", "body", "smsmessage"})
+_GUID_HEADERS: Final = frozenset({"guid", "msguid", "smsguid", "id"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    line: int
+    phone: str
+    text: str
+    guid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _BadRow:
+    line: int
+    reason: str
+    phone: str | None = None
+
+
+def _detect_format(path: str, head: str) -> FileFormat:
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return FileFormat.JSONL
+    if suffix in (".csv", ".txt", ".tsv"):
+        return FileFormat.CSV
+    return FileFormat.JSONL if head.lstrip().startswith("{") else FileFormat.CSV
+
+
+def _csv_rows(handle: TextIO) -> Iterator[_Row | _BadRow]:
+    reader = csv.reader(handle)
+    columns: tuple[int, int, int | None] | None = None
+    first = True
+    for record in reader:
+        cells = [c.strip() for c in record]
+        if not any(cells):
+            continue
+        line = reader.line_num
+        if first:
+            first = False
+            names = [c.lower().lstrip("\ufeff") for c in cells]
+            if names[0] in _PHONE_HEADERS or any(n in _TEXT_HEADERS for n in names):
+                phone_at = next((i for i, n in enumerate(names) if n in _PHONE_HEADERS), None)
+                text_at = next((i for i, n in enumerate(names) if n in _TEXT_HEADERS), None)
+                guid_at = next((i for i, n in enumerate(names) if n in _GUID_HEADERS), None)
+                if phone_at is None or text_at is None:
+                    yield _BadRow(line, "the header names no phone or no text column")
+                    return
+                columns = (phone_at, text_at, guid_at)
+                continue
+        if columns is None:
+            if len(record) not in (2, 3):
+                yield _BadRow(line, f"expected phone,text[,guid]; found {len(record)} columns")
+                continue
+            guid = record[2].strip() if len(record) == 3 else ""
+            yield _Row(line, cells[0], record[1], guid or None)
+            continue
+        phone_at, text_at, guid_at = columns
+        if max(phone_at, text_at, guid_at or 0) >= len(record):
+            yield _BadRow(line, "fewer columns than the header")
+            continue
+        guid = record[guid_at].strip() if guid_at is not None else ""
+        yield _Row(line, cells[phone_at], record[text_at], guid or None)
+
+
+def _jsonl_rows(handle: TextIO) -> Iterator[_Row | _BadRow]:
+    for line, raw in enumerate(handle, start=1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except ValueError as exc:
+            yield _BadRow(line, f"not JSON: {exc}")
+            continue
+        if not isinstance(item, dict):
+            yield _BadRow(line, 'expected an object {"phone": ..., "text": ...}')
+            continue
+        phone = item.get("phone")
+        body = item.get("text", item.get("message"))
+        guid = item.get("guid")
+        if not isinstance(phone, str) or not isinstance(body, str):
+            yield _BadRow(line, 'expected "phone" and "text" as strings')
+            continue
+        if guid is not None and not isinstance(guid, str):
+            yield _BadRow(line, '"guid" must be a string', phone)
+            continue
+        yield _Row(line, phone.strip(), body, guid.strip() if guid and guid.strip() else None)
+
+
+class _BulkSource:
+    """A send-bulk input that can be read twice (check, then send): the file, or stdin spooled."""
+
+    def __init__(self, name: str, fmt: FileFormat) -> None:
+        self.name = name
+        self._spool: Any = None
+        if name == "-":
+            self._spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed in close()
+                max_size=_SPOOL_BYTES, mode="w+", encoding="utf-8", newline=""
+            )
+            for chunk in iter(lambda: sys.stdin.read(65536), ""):
+                self._spool.write(chunk)
+        elif not Path(name).is_file():
+            raise InvalidInputError(f"{name}: no such file", field="file", value=name)
+        with self._open() as handle:
+            head = handle.read(4096)
+        self.format = _detect_format(name, head) if fmt is FileFormat.AUTO else fmt
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[TextIO]:
+        if self._spool is not None:
+            self._spool.seek(0)
+            yield cast(TextIO, self._spool)
+            return
+        try:
+            with open(self.name, encoding="utf-8-sig", newline="") as handle:
+                yield handle
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"{self.name} is not UTF-8 text: {exc.reason}") from None
+
+    def rows(self) -> Iterator[_Row | _BadRow]:
+        with self._open() as handle:
+            reader = _jsonl_rows if self.format is FileFormat.JSONL else _csv_rows
+            yield from reader(handle)
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+
+
+@dataclass
+class _Check:
+    rows: int = 0
+    parts: int = 0
+    invalid: dict[int, _BadRow] = field(default_factory=dict)
+
+
+def _check_rows(source: _BulkSource, client: FiboClient, bar: _Progress, bulk: bool) -> _Check:
+    """Every row checked as the client will check it, before anything is sent."""
+    from fibo_soap import phone as phones
+    from fibo_soap import text as texts
+    from fibo_soap.operations import MAX_MESSAGE_CHARS
+
+    check = _Check()
+    guids: dict[str, int] = {}
+    for row in source.rows():
+        check.rows += 1
+        bar.advance()
+        if isinstance(row, _BadRow):
+            check.invalid[row.line] = row
+            continue
+        try:
+            phones.normalize(row.phone, region=client.region, wire=client.wire_format)
+            prepared = texts.prepare(row.text, accents=client.accents, max_parts=client.max_parts)
+            if len(prepared) > MAX_MESSAGE_CHARS:
+                raise InvalidInputError(
+                    f"the text has {len(prepared)} characters; FIBO takes at most "
+                    f"{MAX_MESSAGE_CHARS}"
+                )
+            if row.guid is not None and not bulk:
+                texts.check_text(row.guid, field="guid")
+                if row.guid in guids:
+                    raise InvalidInputError(f"GUID {row.guid} already on line {guids[row.guid]}")
+                guids[row.guid] = row.line
+        except InvalidInputError as exc:
+            check.invalid[row.line] = _BadRow(row.line, exc.detail, row.phone)
+            continue
+        check.parts += texts.segments(prepared).parts
+    return check
+
+
+@app.command(
+    "send-bulk",
+    epilog=_example(
+        "fibo-sms send-bulk campaign.csv",
+        "fibo-sms send-bulk --json - < messages.jsonl",
+        "fibo-sms send-bulk --check campaign.csv",
+    ),
+)
+@_common()
+def send_bulk(
+    run: Run,
+    file: Annotated[
+        str, typer.Argument(help="CSV (phone,text[,guid]) or JSON lines; - reads stdin.")
+    ],
+    fmt: Annotated[
+        FileFormat, typer.Option("--format", help="File format (auto: by name, then content).")
+    ] = FileFormat.AUTO,
+    sender: Annotated[
+        str | None,
+        typer.Option("--sender", help="Registered sender name (default n/a).", show_default=False),
+    ] = None,
+    chunk_size: Annotated[
+        int,
+        typer.Option("--chunk-size", min=1, max=10000, help="Messages per request."),
+    ] = DEFAULT_CHUNK,
+    bulk: Annotated[
+        bool,
+        typer.Option(
+            "--bulk", help="Use SendBulkSMS: no GUIDs, so messages cannot be followed up."
+        ),
+    ] = False,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option("--skip-invalid", help="Send the valid rows even when some are invalid."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--check", help="Check every row and count the parts; send nothing.")
+    ] = False,
+    service_type: ServiceTypeOption = None,
+) -> None:
+    """Send a file of messages, each with its own text and GUID (SendSMSWithMultiMessage).
+
+    Every row is checked before anything is sent: by default one invalid row stops the command
+    with nothing sent (exit 5); --skip-invalid sends the others. Rows go in chunks; GUIDs are
+    made for rows without one. A failure part-way reports what was sent before it.
+    """
+    if bulk and sender is not None:
+        raise ConfigError("--sender does not apply to --bulk (SendBulkSMS takes no sender)")
+    _with_service_type(run, service_type)
+    client = run.client()
+    source = _BulkSource(file, fmt)
+    try:
+        with run.bar("checking", None) as bar:
+            checked = _check_rows(source, client, bar, bulk)
+        _send_checked(run, client, source, checked, sender, chunk_size, bulk, skip_invalid, dry_run)
+    finally:
+        source.close()
+
+
+def _send_checked(
+    run: Run,
+    client: FiboClient,
+    source: _BulkSource,
+    checked: _Check,
+    sender: str | None,
+    chunk_size: int,
+    bulk: bool,
+    skip_invalid: bool,
+    dry_run: bool,
+) -> None:
+    from fibo_soap.models import Message
+
+    operation = "SendBulkSMS" if bulk else "SendSMSWithMultiMessage"
+    valid = checked.rows - len(checked.invalid)
+    results: dict[int, dict[str, Any]] = {
+        line: {
+            "line": line,
+            "phone": bad.phone,
+            "guid": None,
+            "result": "invalid",
+            "reason": bad.reason,
+        }
+        for line, bad in checked.invalid.items()
+    }
+    stop: BaseException | None = None
+    if checked.invalid and not (skip_invalid or dry_run):
+        stop = InvalidInputError(
+            f"{len(checked.invalid)} of {checked.rows} rows are invalid; nothing was sent "
+            "(fix them, or pass --skip-invalid to send the others)",
+            field="file",
+        )
+    elif valid == 0 and not dry_run:
+        stop = InvalidInputError(
+            f"{source.name} has no message to send; nothing was sent", field="file"
+        )
+
+    if stop is None:
+        chunk: list[tuple[_Row, Message]] = []
+        with run.bar("sending" if not dry_run else "checked", valid) as bar:
+            try:
+                for row in source.rows():
+                    if isinstance(row, _BadRow) or row.line in checked.invalid:
+                        continue
+                    guid = None if bulk else (row.guid or _new_guid())
+                    if dry_run:
+                        results[row.line] = _result(row, guid, "valid")
+                        continue
+                    chunk.append((row, Message(row.phone, row.text, guid)))
+                    if len(chunk) >= chunk_size:
+                        _send_chunk(run, client, chunk, sender, bulk, results)
+                        bar.advance(len(chunk))
+                        chunk = []
+                if chunk:
+                    _send_chunk(run, client, chunk, sender, bulk, results)
+                    bar.advance(len(chunk))
+                    chunk = []
+            except (FiboError, KeyboardInterrupt) as exc:
+                stop = exc
+                unknown = isinstance(exc, AmbiguousSendError | KeyboardInterrupt) or (
+                    isinstance(exc, TransportError | ProtocolError)
+                    and getattr(exc, "request_sent", True)
+                )
+                # AmbiguousSendError.guids are the messages whose fate is unknown; the others of
+                # the chunk were found at the gateway by the client's GetSMSStatus look-up.
+                unsure = set(exc.guids) if isinstance(exc, AmbiguousSendError) else set()
+                for row, message in chunk:
+                    if unsure and message.guid not in unsure:
+                        results[row.line] = _result(row, message.guid, "accepted")
+                        results[row.line]["reason"] = "found at the gateway by GetSMSStatus"
+                    else:
+                        kind = "unknown" if unknown else "not_sent"
+                        results[row.line] = _result(row, message.guid, kind)
+            finally:
+                run.in_flight = []
+    if stop is not None:
+        for row in source.rows():
+            if isinstance(row, _Row) and row.line not in results:
+                results[row.line] = _result(row, None, "not_sent")
+
+    messages = [results[line] for line in sorted(results)]
+    counts = {
+        kind: sum(1 for m in messages if m["result"] == kind)
+        for kind in ("accepted", "rejected", "invalid", "not_sent", "unknown", "valid")
+    }
+    document = {
+        "operation": operation,
+        "file": source.name,
+        "format": source.format.value,
+        "dry_run": dry_run,
+        "service_type": client.service_type,
+        "rows": checked.rows,
+        "parts": checked.parts,
+        **counts,
+        "messages": messages,
+    }
+
+    def human() -> None:
+        problems = [m for m in messages if m["result"] not in ("accepted", "valid")]
+        if problems:
+            shown = problems[:_SHOWN_PROBLEMS]
+            run.table(
+                ["Line", "Phone", "GUID", "Result", "Reason"],
+                [(m["line"], m["phone"], m["guid"], m["result"], m.get("reason")) for m in shown],
+            )
+            if len(problems) > len(shown):
+                run.note(f"... and {len(problems) - len(shown)} more (--json lists them all)")
+        summary = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n)
+        verb = "checked" if dry_run else "sent"
+        run.line(
+            f"{source.name}: {checked.rows} rows {verb} with {operation} "
+            f"({checked.parts} SMS parts): {summary or 'nothing'}"
+        )
+
+    run.emit(document, human)
+    if stop is not None:
+        raise stop
+    if dry_run and checked.invalid:
+        raise InvalidInputError(
+            f"{len(checked.invalid)} of {checked.rows} rows are invalid", field="file"
+        )
+
+
+def _result(row: _Row, guid: str | None, result: str) -> dict[str, Any]:
+    return {"line": row.line, "phone": row.phone, "guid": guid, "result": result, "reason": None}
+
+
+def _send_chunk(
+    run: Run,
+    client: FiboClient,
+    chunk: Sequence[tuple[_Row, Message]],
+    sender: str | None,
+    bulk: bool,
+    results: dict[int, dict[str, Any]],
+) -> None:
+    messages = [message for _, message in chunk]
+    if bulk:
+        client.send_bulk_sms(messages)
+        for row, _ in chunk:
+            results[row.line] = _result(row, None, "accepted")
+        return
+    run.in_flight = [m.guid for m in messages if m.guid]
+    receipt = client.send_multi_message(messages, sender_name=sender)
+    rejected = set(receipt.rejected)
+    for row, message in chunk:
+        kind = "rejected" if message.guid in rejected else "accepted"
+        results[row.line] = _result(row, message.guid, kind)
+        if kind == "rejected":
+            results[row.line]["reason"] = "rejected by FIBO (ListWrongPhoneNumber)"
+
+
+# --- follow-up -----------------------------------------------------------------------------------
+
+
+def _read_guids(values: Sequence[str]) -> list[str]:
+    guids: list[str] = []
+    for value in values:
+        if value == "-":
+            guids += sys.stdin.read().split()
+        else:
+            guids.append(value)
+    seen: dict[str, None] = dict.fromkeys(g.strip() for g in guids if g.strip())
+    return list(seen)
+
+
+def _query_statuses(client: FiboClient, guids: Sequence[str], bar: _Progress) -> list[SmsStatusRow]:
+    rows: list[SmsStatusRow] = []
+    for start in range(0, len(guids), STATUS_CHUNK):
+        part = guids[start : start + STATUS_CHUNK]
+        rows += client.get_sms_status(part)
+        bar.advance(len(part))
+    return rows
+
+
+@app.command(
+    epilog=_example(
+        "fibo-sms status 5f0c1a6e-2b1d-4c3e-9a7f-0d3b2c1e4f5a",
+        "fibo-sms send-bulk --json c.csv | jq -r '.messages[].guid' | fibo-sms status --wait -",
+    )
+)
+@_common()
+def status(
+    run: Run,
+    guids: Annotated[
+        list[str], typer.Argument(help="GUIDs of sent messages; - reads them from stdin.")
+    ],
+    wait: Annotated[
+        bool, typer.Option("--wait", "-w", help="Poll until every known message is final.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.05, help="Seconds between polls with --wait.")
+    ] = 5.0,
+    max_wait: Annotated[
+        float, typer.Option("--max-wait", min=0, help="Give up waiting after this many seconds.")
+    ] = 600.0,
+) -> None:
+    """The delivery state of messages by GUID (GetSMSStatus); --wait polls until final."""
+    wanted = _read_guids(guids)
+    if not wanted:
+        raise ConfigError("no GUID given")
+    client = run.client()
+    deadline = time.monotonic() + max_wait
+    with run.bar("delivered" if wait else "querying", len(wanted)) as bar:
+        while True:
+            rows = _query_statuses(client, wanted, _Progress() if wait else bar)
+            final = sum(1 for r in rows if r.status is not None and r.status.is_final)
+            if wait:
+                bar.update(completed=final)
+            if not wait or final == len(rows) or time.monotonic() + interval > deadline:
+                break
+            time.sleep(interval)
+    known = {r.guid for r in rows}
+    unknown = [g for g in wanted if g not in known]
+
+    def human() -> None:
+        run.table(
+            ["GUID", "Status", "Final", "Sender"],
+            [
+                (r.guid, r.status, r.status is not None and r.status.is_final, r.sender_name)
+                for r in rows
+            ]
+            + [(g, "unknown", "", "") for g in unknown],
+        )
+        if unknown:
+            run.note(f"{len(unknown)} GUID(s) unknown to FIBO")
+        if wait and final < len(rows):
+            run.note(f"{len(rows) - final} message(s) not final after {max_wait:g}s")
+
+    run.emit(
+        {
+            "statuses": [_status_doc(r) for r in rows],
+            "unknown": unknown,
+            "all_final": final == len(rows) and not unknown,
+        },
+        human,
+    )
+
+
+MinutesOption = Annotated[
+    int, typer.Option("--minutes", "-m", min=1, help="How far back to look, in minutes.")
+]
+
+
+@app.command(epilog=_example("fibo-sms sent --minutes 60"))
+@_common()
+def sent(run: Run, minutes: MinutesOption = 60) -> None:
+    """Messages sent in the last N minutes (GetSMSSentList)."""
+    rows = run.client().get_sent_list(minutes)
+    run.emit(
+        {"minutes": minutes, "messages": [_sent_doc(r) for r in rows]},
+        lambda: _show_sent(run, rows, f"No message sent in the last {minutes} minutes."),
+    )
+
+
+@app.command(
+    "sent-page",
+    epilog=_example(
+        "fibo-sms sent-page 1",
+        "fibo-sms sent-page 2 --from 2024-05-01 --to 2024-05-31 --status SentFailed --key promo",
+    ),
+)
+@_common()
+def sent_page(
+    run: Run,
+    page: Annotated[int, typer.Argument(min=1, help="Page number, from 1 (20 messages a page).")],
+    from_date: FromOption = None,
+    to_date: ToOption = None,
+    sms_status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            help="Only this status: a name (SentSuccess, SentFailed, ...) or number.",
+            autocompletion=_complete_sms_status,
+            show_default=False,
+        ),
+    ] = None,
+    service_type: FilterServiceOption = None,
+    key: KeyOption = "",
+) -> None:
+    """One page of sent messages, filtered (GetClientSMSListOfPage)."""
+    wanted = _parse_status(sms_status, SMS_STATUS_NAMES, SmsStatus)
+    rows = run.client().get_sent_page(
+        page,
+        from_date=from_date.date() if from_date else None,
+        to_date=to_date.date() if to_date else None,
+        status=wanted,
+        service_type=service_type,
+        key=key,
+    )
+    run.emit(
+        {"page": page, "messages": [_sent_doc(r) for r in rows]},
+        lambda: _show_sent(run, rows, f"Page {page} is empty."),
+    )
+
+
+@app.command(epilog=_example("fibo-sms pages", "fibo-sms pages --key promo"))
+@_common()
+def pages(run: Run, key: KeyOption = "") -> None:
+    """How many pages of 20 the sent messages fill (GetTotalPageOfClientSMS)."""
+    total = run.client().get_total_pages(key)
+    run.emit(
+        {"pages": total, "key": key},
+        lambda: run.line(f"{total} page{'' if total == 1 else 's'} of 20 messages"),
+    )
+
+
+@app.command(epilog=_example("fibo-sms incoming --minutes 30"))
+@_common()
+def incoming(run: Run, minutes: MinutesOption = 60) -> None:
+    """Messages received in the last N minutes (GetCommingSMSList)."""
+    rows = run.client().get_incoming_list(minutes)
+    run.emit(
+        {"minutes": minutes, "messages": [_incoming_doc(r) for r in rows]},
+        lambda: _show_incoming(run, rows, f"No message received in the last {minutes} minutes."),
+    )
+
+
+@app.command(
+    "incoming-range",
+    epilog=_example(
+        "fibo-sms incoming-range --from 2024-05-01 --to 2024-05-31",
+        "fibo-sms incoming-range --from 2024-05-01 --to 2024-05-01 --status Confirmed --key YES",
+    ),
+)
+@_common()
+def incoming_range(
+    run: Run,
+    from_date: Annotated[
+        datetime, typer.Option("--from", help="First day (YYYY-MM-DD).", formats=_DATE_FORMATS)
+    ],
+    to_date: Annotated[
+        datetime, typer.Option("--to", help="Last day (YYYY-MM-DD).", formats=_DATE_FORMATS)
+    ],
+    sms_status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            help="Only this status: a name (JustReceived, Confirmed, ...) or number.",
+            autocompletion=_complete_incoming_status,
+            show_default=False,
+        ),
+    ] = None,
+    service_type: FilterServiceOption = None,
+    key: KeyOption = "",
+) -> None:
+    """Messages received between two days, inclusive (GetClientCommingSMSNotDividePage)."""
+    wanted = _parse_status(sms_status, INCOMING_STATUS_NAMES, IncomingStatus)
+    first: date = from_date.date()
+    last: date = to_date.date()
+    rows = run.client().get_incoming(first, last, status=wanted, service_type=service_type, key=key)
+    run.emit(
+        {
+            "from": first.isoformat(),
+            "to": last.isoformat(),
+            "messages": [_incoming_doc(r) for r in rows],
+        },
+        lambda: _show_incoming(run, rows, f"No message received from {first} to {last}."),
+    )
+
+
+# --- local commands ------------------------------------------------------------------------------
+
+
+@app.command(
+    epilog=_example(
+        "fibo-sms estimate 'Xin chào, hẹn gặp lại'",
+        "fibo-sms estimate --accents strip - < message.txt",
+        "fibo-sms estimate --balance --service-type 1 'Sale ends today'",
+    )
+)
+@_common()
+def estimate(
+    run: Run,
+    text: Annotated[str, typer.Argument(help="The message; - reads it from stdin.")],
+    accents: Annotated[
+        AccentMode,
+        typer.Option("--accents", help="Vietnamese accents: keep, strip, or strip if shorter."),
+    ] = AccentMode.KEEP,
+    with_balance: Annotated[
+        bool,
+        typer.Option(
+            "--balance", help="Also look up the service type's balance (needs the account)."
+        ),
+    ] = False,
+    service_type: ServiceTypeOption = None,
+) -> None:
+    """How many SMS parts a text costs and in which encoding (GSM-7 or UCS-2); sends nothing.
+
+    Without --balance nothing leaves the machine and no account is needed; with it, the text is
+    checked exactly as a send would check it and the parts are set against the balance
+    (GetClientBalance).
+    """
+    from fibo_soap import text as texts
+    from fibo_soap.operations import MAX_MESSAGE_CHARS
+
+    body = _read_text(text)
+    balance: int | None = None
+    chosen: str | None = None
+    if with_balance:
+        _with_service_type(run, service_type)
+        planned = run.client(accents=accents.value).estimate([body])
+        cost, balance, chosen = planned.messages[0], planned.balance, planned.service_type
+        prepared = texts.prepare(body, accents=accents.value, max_parts=sys.maxsize)
+    else:
+        prepared = texts.prepare(body, accents=accents.value, max_parts=sys.maxsize)
+        cost = texts.segments(prepared)
+    stripped = texts.strip_accents(prepared)
+    alternative = texts.segments(stripped) if stripped != prepared else None
+    too_long = len(prepared) > MAX_MESSAGE_CHARS
+    document: dict[str, Any] = {
+        "encoding": cost.encoding.value,
+        "characters": cost.characters,
+        "parts": cost.parts,
+        "per_part": cost.per_part,
+        "accents": accents.value,
+        "too_long": too_long,
+        "without_accents": None
+        if alternative is None
+        else {
+            "encoding": alternative.encoding.value,
+            "characters": alternative.characters,
+            "parts": alternative.parts,
+            "per_part": alternative.per_part,
+        },
+        "service_type": chosen,
+        "balance": balance,
+        "enough": None if balance is None else cost.parts <= balance,
+    }
+
+    def human() -> None:
+        gsm = cost.encoding is texts.Encoding.GSM7
+        run.line(
+            f"{cost.parts} part{'s' if cost.parts != 1 else ''}, {'GSM-7' if gsm else 'UCS-2'}, "
+            f"{cost.characters} {'septets' if gsm else 'UCS-2 units'} ({cost.per_part} per part)"
+        )
+        if alternative is not None and alternative.parts < cost.parts:
+            plain = "GSM-7" if alternative.encoding is texts.Encoding.GSM7 else "UCS-2"
+            run.note(f"without accents: {alternative.parts} part(s) in {plain} (--accents strip)")
+        if too_long:
+            run.note(f"too long for FIBO: {len(prepared)} characters, at most {MAX_MESSAGE_CHARS}")
+        if balance is not None:
+            run.line(f"balance {balance} on service type {chosen}")
+
+    run.emit(document, human)
+
+
+def _wsdl_location(url: str) -> str:
+    if url.lower().startswith(("http://", "https://")) and "?" not in url:
+        return url + "?WSDL"
+    return url
+
+
+@wsdl_app.command(
+    "refresh",
+    epilog=_example(
+        "fibo-sms wsdl refresh http://center.fibosms.com/Service.asmx",
+        "fibo-sms wsdl refresh --out ./Service.wsdl http://127.0.0.1:8091/Service.asmx?WSDL",
+    ),
+)
+@_common(account=False)
+def wsdl_refresh(
+    run: Run,
+    url: Annotated[
+        str, typer.Argument(help="The service's URL (?WSDL is added) or a WSDL file to adopt.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where to store it (default ~/.cache/fibo-sms/Service.wsdl, which every "
+            "command then uses).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the WSDL.")
+    ] = 60.0,
+) -> None:
+    """Fetch a live WSDL, check it has every method the client needs, and store it for use."""
+    from fibo_soap import wsdl
+
+    location = _wsdl_location(url)
+    if location.lower().startswith(("http://", "https://")):
+        data = _fetch(location, timeout)
+    else:
+        try:
+            data = Path(location).expanduser().read_bytes()
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot read {location}: {exc.strerror}", field="url"
+            ) from None
+    target = (out or config.cached_wsdl_path()).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, staged = tempfile.mkstemp(prefix=".Service-", suffix=".wsdl", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        document = wsdl.load_document(staged)
+        missing = wsdl.missing_operations(document)
+        if missing:
+            raise ProtocolError(
+                f"the WSDL at {location} lacks {len(missing)} method(s) the client needs: "
+                f"{', '.join(missing)}; nothing was stored"
+            )
+        namespace = wsdl.target_namespace(document)
+        kinds = _binding_names(document)
+        os.replace(staged, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
+    default = out is None
+    absent = [kind for kind, name in kinds.items() if name is None]
+
+    def human() -> None:
+        run.line(f"stored the WSDL of {location} at {target}")
+        run.line(f"namespace {namespace}; bindings: {', '.join(k for k, n in kinds.items() if n)}")
+        if absent:
+            run.note(f"no {', '.join(absent)} binding in it")
+        if default:
+            run.note(
+                "every fibo-sms command now uses it; delete the file to go back to the bundled one"
+            )
+        else:
+            run.note(
+                f"use it with FIBO_WSDL={target}, --wsdl {target}, or wsdl = '{target}' in the "
+                "config file"
+            )
+
+    run.emit(
+        {
+            "source": location,
+            "path": str(target),
+            "namespace": namespace,
+            "bindings": kinds,
+            "default": default,
+        },
+        human,
+    )
+
+
+def _fetch(url: str, timeout: float) -> bytes:
+    from fibo_soap import codec
+    from fibo_soap.errors import HttpStatusError
+    from fibo_soap.protocols.transport import HttpTransport
+
+    transport = HttpTransport(read_timeout=timeout, max_response_bytes=codec.MAX_XML_BYTES)
+    try:
+        response = transport.request("GET", url)
+    finally:
+        transport.close()
+    if response.status != 200:
+        raise HttpStatusError(f"{url} answered HTTP {response.status}", status=response.status)
+    return response.content
+
+
+_KIND_KEYS: Final = {
+    "SOAP 1.1": "soap11",
+    "SOAP 1.2": "soap12",
+    "HTTP GET": "get",
+    "HTTP POST": "post",
+}
+
+
+def _binding_names(document: Any) -> dict[str, str | None]:
+    from fibo_soap import wsdl
+
+    names: dict[str, str | None] = {}
+    for kind in wsdl.BindingKind:
+        try:
+            names[_KIND_KEYS[kind.value]] = wsdl.binding_qname(wsdl.find_binding(document, kind))
+        except ProtocolError:
+            names[_KIND_KEYS[kind.value]] = None
+    return names
+
+
+@wsdl_app.command(
+    "show",
+    epilog=_example("fibo-sms wsdl show", "fibo-sms wsdl show --wsdl ./Service.wsdl --json"),
+)
+@_common(account=False)
+def wsdl_show(
+    run: Run,
+    location: Annotated[
+        str | None,
+        typer.Option(
+            "--wsdl",
+            help="WSDL path or URL (default: FIBO_WSDL, the config file, the refreshed one, "
+            "else the bundled one).",
+            show_default=False,
+        ),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML config file.", dir_okay=False, show_default=False),
+    ] = None,
+) -> None:
+    """The operations and bindings of the WSDL the client uses."""
+    from fibo_soap import wsdl
+    from fibo_soap.operations import OPERATIONS
+
+    run.flags = config.Flags(config=config_file, wsdl=location)
+    chosen = run.settings(need_account=False).wsdl
+    path = chosen or str(wsdl.bundled_wsdl_path())
+    document = wsdl.load_document(path)
+    kinds = _binding_names(document)
+    operations: dict[str, dict[str, Any]] = {}
+    for key, qname in kinds.items():
+        if qname is None:
+            continue
+        binding = document.bindings.get(qname)
+        if binding is None:
+            continue
+        for name in cast(Any, binding).all():
+            entry = operations.setdefault(
+                str(name),
+                {
+                    "name": str(name),
+                    "params": [],
+                    "bindings": [],
+                    "used_by_client": name in OPERATIONS,
+                },
+            )
+            entry["bindings"].append(key)
+            if not entry["params"]:
+                entry["params"] = list(wsdl.operation_params(binding, str(name)))
+    missing = [name for name in OPERATIONS if name not in operations]
+    document_out = {
+        "location": path,
+        "source": _source(run, "wsdl", "bundled"),
+        "namespace": wsdl.target_namespace(document),
+        "bindings": kinds,
+        "operations": list(operations.values()),
+        "missing": missing,
+    }
+
+    def human() -> None:
+        run.line(f"{path} ({document_out['source']})")
+        run.line(f"namespace {document_out['namespace']}")
+        run.table(["Binding", "Name"], [(k, n if n else "(absent)") for k, n in kinds.items()])
+        run.table(
+            ["Operation", "Parameters", "Bindings", "Used"],
+            [
+                (o["name"], ", ".join(o["params"]), " ".join(o["bindings"]), o["used_by_client"])
+                for o in operations.values()
+            ],
+        )
+        if missing:
+            run.warn(f"the client needs methods this WSDL lacks: {', '.join(missing)}")
+
+    run.emit(document_out, human)
+
+
+@app.command(
+    epilog=_example(
+        "fibo-sms emulator --port 8091 --db /tmp/fibo.sqlite",
+        "FIBO_ENDPOINT=http://127.0.0.1:8091/Service.asmx fibo-sms check",
+    )
+)
+@_common(account=False)
+def emulator(
+    run: Run,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")
+    ] = 8091,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            help="SQLite file to keep state in (default: in memory).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    delivery_delay: Annotated[
+        float | None,
+        typer.Option(
+            "--delivery-delay",
+            min=0,
+            help="Seconds before a sent message reaches its final status.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run a local FIBO service (all four protocols) until interrupted."""
+    try:
+        from fibo_soap.emulator import serve
+    except ImportError as exc:
+        raise ConfigError(
+            f"the emulator needs its extra: pip install 'fibo-soap[emulator]' ({exc})"
+        ) from None
+    options: dict[str, Any] = {}
+    if delivery_delay is not None:
+        options["delivery_delay"] = delivery_delay
+    cast(Any, serve)(host=host, port=port, db=db, **options)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The `fibo-sms` entry point."""
+    app(args=list(argv) if argv is not None else None, prog_name="fibo-sms")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
