@@ -2203,6 +2203,23 @@ def emulator(
     cast(Any, serve)(host=host, port=port, db=db, **options)
 
 
+@app.command(epilog=_example("fibo-sms demo"))
+@_common(account=False)
+def demo(run: Run) -> None:
+    """Walk every operation through the client against the bundled emulator (no account, no
+    network): account check, balances, an estimate, each kind of send, a rejected recipient,
+    delivery statuses, an incoming SMS and paging, over SOAP 1.1 and HTTP GET."""
+    try:
+        from fibo_soap.demo import run_demo
+    except ImportError as exc:
+        raise ConfigError(
+            f"the demo needs the emulator extra: pip install 'fibo-soap[emulator]' ({exc})"
+        ) from None
+    code = run_demo()
+    if code:
+        raise typer.Exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The `fibo-sms` entry point."""
     app(args=list(argv) if argv is not None else None, prog_name="fibo-sms")

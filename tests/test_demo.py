@@ -25,3 +25,13 @@ def test_demo_walks_every_step_over_each_protocol() -> None:
     assert re.search(r"PENDING\s*│\s*PENDING", text)
     assert "rejected" in text
     assert "Done." in text
+
+
+def test_fibo_sms_demo_command_exits_zero() -> None:
+    from typer.testing import CliRunner
+
+    from fibo_soap.cli import app
+
+    result = CliRunner().invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert "Done." in result.output
