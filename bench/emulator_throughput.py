@@ -1,6 +1,7 @@
 """Emulator throughput: SendSMS over HTTP GET and SOAP 1.1 against a "hello" baseline.
 
-Starts the emulator in its own process pinned to one core, drives it with wrk (keep-alive) pinned to
+Every request goes to a different phone number (so no cache flatters the figure). Starts the
+emulator in its own process pinned to one core, drives it with wrk (keep-alive) pinned to
 the other, 127.0.0.1 only, each run bounded in time. Reports requests/s (median of several runs) and
 the ratio to the baseline, then checks that no request was lost: every completed SendSMS is stored
 exactly once and the balance went down by exactly that many.
@@ -40,7 +41,8 @@ request = function()
     .. '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
     .. '<soap:Body><SendSMS xmlns="NAMESPACE">'
     .. '<clientNo>CL0001</clientNo><clientPass>PASSWORD</clientPass>'
-    .. '<phoneNumber>0909128628</phoneNumber><smsMessage>Ma OTP 123456</smsMessage>'
+    .. '<phoneNumber>' .. string.format("090%06d9", counter % 1000000) .. '</phoneNumber>'
+    .. '<smsMessage>Ma OTP 123456</smsMessage>'
     .. '<smsGUID>' .. guid .. '</smsGUID><serviceType>1</serviceType>'
     .. '</SendSMS></soap:Body></soap:Envelope>'
   return wrk.format("POST", "/Service.asmx", {
@@ -59,7 +61,8 @@ end
 request = function()
   counter = counter + 1
   return wrk.format("GET", "/Service.asmx/SendSMS?clientNo=CL0001&clientPass=PASSWORD"
-    .. "&phoneNumber=0909128628&smsMessage=Ma+OTP+123456&smsGUID=get-" .. thread_id .. "-"
+    .. "&phoneNumber=" .. string.format("090%06d9", counter % 1000000)
+    .. "&smsMessage=Ma+OTP+123456&smsGUID=get-" .. thread_id .. "-"
     .. counter .. "&serviceType=1")
 end
 """

@@ -12,6 +12,7 @@ and short codes are refused with the reason ``"not a mobile number"``.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable
 
 import phonenumbers
@@ -212,6 +213,14 @@ def mask(phone: str) -> str:
 def _normalize_one(phone: object, region: str, wire: WireFormat) -> str:
     if not isinstance(phone, str):
         raise _Refused("not a string")
+    return _normalize_text(phone, region, wire)
+
+
+# Normalization is a pure function and phonenumbers' parse and validation cost tens of
+# microseconds: the numbers a sender writes to again and again (OTP, alerts) pay once. Refusals
+# raise, so they are never cached.
+@functools.lru_cache(maxsize=4096)
+def _normalize_text(phone: str, region: str, wire: WireFormat) -> str:
     if not phone.strip():
         raise _Refused("empty")
     if any(ch.isalpha() for ch in phone):

@@ -401,23 +401,20 @@ class Store:
         """
         now_ts = _ts(now)
         count = len(messages)
+        rows = [_outgoing_row(m, now_ts) for m in messages]
         with self._lock, self._write() as conn:
-            row = conn.execute(
-                "SELECT balance FROM service_type WHERE client_no = ? AND service_type_id = ?",
-                (client_no, service_type_id),
-            ).fetchone()
-            if row is None:
-                return SubmitResult(accepted=False, reason="no_service_type")
+            key = (client_no, service_type_id)
             if charge:
-                if row[0] == 0:
-                    return SubmitResult(accepted=False, reason="zero_balance")
+                # The usual case in one statement: take the balance if it covers the batch.
                 taken = conn.execute(
                     "UPDATE service_type SET balance = balance - ?"
-                    " WHERE client_no = ? AND service_type_id = ? AND balance >= ?",
-                    (count, client_no, service_type_id, count),
+                    " WHERE client_no = ? AND service_type_id = ? AND balance >= ? AND balance > 0",
+                    (count, *key, count),
                 ).rowcount
                 if taken != 1:
-                    return SubmitResult(accepted=False, reason="over_balance")
+                    return SubmitResult(accepted=False, reason=self._refusal(conn, key))
+            elif self._refusal(conn, key) == "no_service_type":
+                return SubmitResult(accepted=False, reason="no_service_type")
             # Ids are assigned here rather than read back, which executemany cannot do; the write
             # lock taken by BEGIN IMMEDIATE keeps them ours.
             first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sms").fetchone()[0]
@@ -425,20 +422,21 @@ class Store:
                 "INSERT INTO sms (id, client_no, service_type_id, phone, message, guid,"
                 " sender_name, status, created, final_status, sending_at, final_at, next_at,"
                 " operation, protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        first + i,
-                        client_no,
-                        service_type_id,
-                        *_outgoing_row(m, now_ts),
-                        operation,
-                        protocol,
-                    )
-                    for i, m in enumerate(messages)
-                ),
+                ((first + i, *key, *row, operation, protocol) for i, row in enumerate(rows)),
             )
-            conn.execute(_ADVANCE, _advance_params(now_ts))
+            # Only a batch with a transition already due (no delivery delay) needs moving on.
+            if any(row[-1] is not None and row[-1] <= now_ts for row in rows):
+                conn.execute(_ADVANCE, _advance_params(now_ts))
             return SubmitResult(accepted=True, reason="ok", ids=tuple(range(first, first + count)))
+
+    @staticmethod
+    def _refusal(conn: sqlite3.Connection, key: tuple[str, int]) -> SubmitReason:
+        row = conn.execute(
+            "SELECT balance FROM service_type WHERE client_no = ? AND service_type_id = ?", key
+        ).fetchone()
+        if row is None:
+            return "no_service_type"
+        return "zero_balance" if row[0] == 0 else "over_balance"
 
     def advance(self, now: datetime) -> int:
         """Moves every due outgoing SMS along its timeline to its state at ``now``; the count moved.
