@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -2218,6 +2219,591 @@ def demo(run: Run) -> None:
     code = run_demo()
     if code:
         raise typer.Exit(code)
+
+
+# --- campaigns -----------------------------------------------------------------------------------
+
+campaign_app = typer.Typer(
+    name="campaign",
+    help="Large sends from a CSV file, journaled: send, resume after any stop, follow delivery, "
+    "export.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    epilog=EXIT_CODES_HELP,
+)
+app.add_typer(campaign_app, name="campaign")
+
+_BAR_SECONDS: Final = 0.1
+_SHOWN_REFUSALS: Final = 20
+
+JournalArgument = Annotated[
+    Path, typer.Argument(help="The campaign's journal (SQLite).", dir_okay=False)
+]
+ChunkOption = Annotated[
+    int | None,
+    typer.Option(
+        "--chunk-size",
+        min=1,
+        max=10000,
+        help="Messages per request (default 500).",
+        show_default=False,
+    ),
+]
+ConcurrencyOption = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        min=1,
+        max=64,
+        help="Requests in flight at once (default 4).",
+        show_default=False,
+    ),
+]
+SettleOption = Annotated[
+    float | None,
+    typer.Option(
+        "--settle",
+        min=0,
+        help="Seconds to wait before believing GetSMSStatus when it says a message a stopped run "
+        "may have sent is absent (default 2).",
+        show_default=False,
+    ),
+]
+
+
+class _CampaignBar:
+    """The live line of a campaign: done of total, accepted, rejected, the rest, rate, ETA."""
+
+    def __init__(self, progress: Any = None, task: Any = None) -> None:
+        self._progress = progress
+        self._task = task
+        self._last = 0.0
+        self._started = time.monotonic()
+        self.done = 0
+        self.counts: Counter[str] = Counter()
+
+    def add(self, state: str) -> None:
+        self.done += 1
+        self.counts[state] += 1
+        if self._progress is not None:
+            now = time.monotonic()
+            if now - self._last >= _BAR_SECONDS:
+                self._last = now
+                self._show(now)
+
+    def _show(self, now: float) -> None:
+        elapsed = max(now - self._started, 1e-9)
+        rest = self.done - self.counts["accepted"] - self.counts["rejected"]
+        self._progress.update(
+            self._task,
+            completed=self.done,
+            accepted=self.counts["accepted"],
+            rejected=self.counts["rejected"],
+            other=rest,
+            rate=f"{self.done / elapsed:,.0f}",
+        )
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._show(time.monotonic())
+            self._progress.update(self._task, total=max(self.done, 1), completed=self.done)
+
+
+@contextlib.contextmanager
+def _campaign_bar(run: Run, description: str, total: int | None) -> Iterator[_CampaignBar]:
+    show = run.progress
+    if show is None:
+        show = run.stderr.is_terminal and not run.quiet
+    if not show:
+        yield _CampaignBar()
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True, force_terminal=True if run.progress else None)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=12),
+        MofNCompleteColumn(),
+        TextColumn(
+            "accepted {task.fields[accepted]} rejected {task.fields[rejected]} "
+            "other {task.fields[other]}"
+        ),
+        TextColumn("{task.fields[rate]}/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(
+            description, total=total, accepted=0, rejected=0, other=0, rate="0"
+        )
+        bar = _CampaignBar(progress, task)
+        yield bar
+        bar.finish()
+
+
+def _campaign_hint(journal: Path) -> str:
+    return f"fibo-sms campaign resume {journal}"
+
+
+def _run_campaign(
+    run: Run, campaign: Any, client: FiboClient, *, total: int | None, resumed: bool
+) -> None:
+    """Send (or resume) a campaign with a progress line; print its summary; exit by how it
+    ended (0 all settled, 4 balance, 9 messages of unknown fate, else the stopping error's)."""
+    journal = campaign.journal.path
+    sending = campaign.send(client)
+    try:
+        with _campaign_bar(run, "resuming" if resumed else "sending", total) as bar:
+            for outcome in sending:
+                bar.add(outcome.state.value)
+    except KeyboardInterrupt:
+        run.note(f"interrupted; the journal has every message sent: {_campaign_hint(journal)}")
+        raise
+    summary = sending.summary
+    states = campaign.journal.counts()
+    document = {
+        "journal": str(journal),
+        "file": str(campaign.source.path),
+        "resuming": resumed,
+        **summary.as_dict(),
+        "journal_states": {state.value: n for state, n in states.items()},
+    }
+
+    def human() -> None:
+        run.line(
+            f"{journal}: {summary.total} messages, {summary.accepted} accepted, "
+            f"{summary.rejected} rejected, {summary.refused} refused, "
+            f"{summary.not_sent} not sent, {summary.ambiguous} unknown"
+            + (f" ({summary.resumed} from earlier runs)" if summary.resumed else "")
+        )
+        run.line(
+            f"{summary.requests} requests in {summary.elapsed:.1f}s, "
+            f"{summary.rate:,.0f} messages/s"
+            + ("" if summary.balance is None else f"; balance left {summary.balance}")
+        )
+        if summary.complete:
+            run.note(f"follow delivery with: fibo-sms campaign status {journal}")
+
+    run.emit(document, human)
+    _campaign_end(run, summary, journal)
+
+
+def _campaign_end(run: Run, summary: Any, journal: Path) -> None:
+    if summary.complete:
+        return
+    if summary.stopped == "balance":
+        code = ExitCode.BALANCE
+        message = f"the balance ran out: {summary.accepted} accepted, {summary.not_sent} not sent"
+        hint = f"top up the balance (fibo-sms balance), then: {_campaign_hint(journal)}"
+    elif summary.error is not None:
+        code = exit_code_for(summary.error)
+        message = f"the campaign stopped: {summary.error}"
+        hint = f"{summary.not_sent} not sent; once fixed: {_campaign_hint(journal)}"
+    else:
+        code = ExitCode.AMBIGUOUS_SEND
+        message = f"{summary.ambiguous} message(s) may or may not have reached FIBO"
+        hint = f"{_campaign_hint(journal)} looks them up first and sends only the absent ones"
+    if summary.ambiguous and code is not ExitCode.AMBIGUOUS_SEND:
+        hint += f" ({summary.ambiguous} of unknown fate are looked up first)"
+    message, hint = _redact(message, run.secrets()), _redact(hint, run.secrets())
+    if run.json:
+        error = summary.error
+        document = {
+            "error": {
+                "type": type(error).__name__ if error is not None else "CampaignIncomplete",
+                "exit_code": int(code),
+                "message": message,
+                "hint": hint,
+                "operation": getattr(error, "operation", None),
+                "code": getattr(error, "code", None),
+            }
+        }
+        sys.stderr.write(json.dumps(document, ensure_ascii=False) + "\n")
+    else:
+        run.stderr.print(f"error: {message}", markup=False, style="bold red")
+        run.stderr.print(f"hint: {hint}", markup=False)
+    raise typer.Exit(int(code))
+
+
+def _read_template(template: str | None, template_file: Path | None) -> str | None:
+    if template is not None and template_file is not None:
+        raise ConfigError("give --template or --template-file, not both")
+    if template_file is None:
+        return template
+    try:
+        body = template_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read {template_file}: {exc}", field="template") from None
+    return body[:-1] if body.endswith("\n") else body
+
+
+@campaign_app.command(
+    "send",
+    epilog=_example(
+        "fibo-sms campaign send customers.csv --template 'Xin chào {name}, ...' "
+        "--journal campaign.db",
+        "fibo-sms campaign send customers.csv --template 'Xin chào {name}' --dry-run",
+        "fibo-sms campaign send alerts.csv --phone-column msisdn --journal alerts.db",
+    ),
+)
+@_common()
+def campaign_send(
+    run: Run,
+    file: Annotated[
+        Path,
+        typer.Argument(help="CSV file with a header; one message per row.", dir_okay=False),
+    ],
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            "-t",
+            help="The text, with {column} placeholders filled from each row (default: the "
+            "file's text column).",
+            show_default=False,
+        ),
+    ] = None,
+    template_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--template-file",
+            help="Read the template from a file.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    journal: Annotated[
+        Path | None,
+        typer.Option(
+            "--journal",
+            "-j",
+            help="Journal to write (default FILE.campaign.db); an existing journal of the same "
+            "file and template resumes it.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    phone_column: Annotated[
+        str | None,
+        typer.Option(
+            "--phone-column",
+            help="Column of the phone numbers (default: phone, number, ...).",
+            show_default=False,
+        ),
+    ] = None,
+    text_column: Annotated[
+        str | None,
+        typer.Option(
+            "--text-column",
+            help="Column of the texts, without --template (default: text, message, ...).",
+            show_default=False,
+        ),
+    ] = None,
+    sender: Annotated[
+        str | None,
+        typer.Option("--sender", help="Registered sender name (default n/a).", show_default=False),
+    ] = None,
+    chunk_size: ChunkOption = None,
+    concurrency: ConcurrencyOption = None,
+    settle: SettleOption = None,
+    bulk: Annotated[
+        bool,
+        typer.Option(
+            "--bulk",
+            help="Use SendBulkSMS: no GUIDs, so nothing can be looked up after a failure.",
+        ),
+    ] = False,
+    no_balance_check: Annotated[
+        bool,
+        typer.Option(
+            "--no-balance-check", help="Do not read the balance first; FIBO's 102/104 still stop."
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check every row, count parts and cost against the balance; send nothing.",
+        ),
+    ] = False,
+    service_type: ServiceTypeOption = None,
+) -> None:
+    """Send one SMS per row of a CSV file, journaled (SendSMSWithMultiMessage, in chunks).
+
+    Each message gets a GUID fixed by the campaign and its row, and its journal row is written
+    before it is sent. If the run stops for any reason (a crash, a kill, the network, the
+    balance), `fibo-sms campaign resume JOURNAL` (or this same command) looks up what was in
+    flight and sends only what FIBO never took: nothing twice, nothing lost.
+    """
+    from fibo_soap.campaign import Campaign, CsvSource
+
+    if bulk and sender is not None:
+        raise ConfigError("--sender does not apply to --bulk (SendBulkSMS takes no sender)")
+    text = _read_template(template, template_file)
+    source = CsvSource.open(file, template=text, phone_column=phone_column, text_column=text_column)
+    _with_service_type(run, service_type)
+    client = run.client()
+    if dry_run:
+        _campaign_dry_run(run, client, source, check_balance=not no_balance_check)
+        return
+    options: dict[str, Any] = {
+        "sender_name": sender,
+        "bulk": bulk,
+        "check_balance": not no_balance_check,
+    }
+    for key, value in (
+        ("service_type", client.service_type),
+        ("chunk_size", chunk_size),
+        ("concurrency", concurrency),
+        ("settle", settle),
+    ):
+        if value is not None:
+            options[key] = value
+    path = journal or file.with_name(file.name + ".campaign.db")
+    campaign, resumed = Campaign.create(path, source, client_no=client.client_no, **options)
+    try:
+        if resumed:
+            run.note(f"{path} already holds this campaign: resuming it")
+        else:
+            run.note(f"journal: {path}")
+        _run_campaign(run, campaign, client, total=source.estimate_rows(), resumed=resumed)
+    finally:
+        campaign.close()
+
+
+def _campaign_dry_run(run: Run, client: FiboClient, source: Any, *, check_balance: bool) -> None:
+    from fibo_soap import text as texts
+    from fibo_soap.campaign import Refusal, message_check
+    from fibo_soap.operations import TEST_SERVICE_TYPE
+
+    check = message_check(client)
+    rows = valid = parts = 0
+    refusals: list[dict[str, Any]] = []
+    refused = 0
+    with run.bar("checking", source.estimate_rows()) as bar:
+        for index, entry in enumerate(source.messages()):
+            rows += 1
+            bar.advance()
+            why = entry.reason if isinstance(entry, Refusal) else check(entry.phone, entry.text)
+            if why is not None:
+                refused += 1
+                if len(refusals) < _SHOWN_REFUSALS:
+                    refusals.append({"row": index + 1, "phone": entry.phone, "reason": why})
+                continue
+            valid += 1
+            prepared = texts.prepare(entry.text, accents=client.accents, max_parts=client.max_parts)
+            parts += texts.segments(prepared).parts
+    chosen = client.service_type
+    balance: int | None = None
+    if check_balance and chosen != TEST_SERVICE_TYPE:
+        balance = client.get_balance()
+    document = {
+        "dry_run": True,
+        "file": str(source.path),
+        "messages": rows,
+        "valid": valid,
+        "refused": refused,
+        "parts": parts,
+        "service_type": chosen,
+        "balance": balance,
+        "enough": None if balance is None else valid <= balance,
+        "enough_by_parts": None if balance is None else parts <= balance,
+        "refusals": refusals,
+    }
+
+    def human() -> None:
+        if refusals:
+            run.table(
+                ["Row", "Phone", "Refused because"],
+                [(r["row"], r["phone"], r["reason"]) for r in refusals],
+            )
+            if refused > len(refusals):
+                run.note(f"... and {refused - len(refusals)} more refused rows")
+        run.line(
+            f"{source.path}: {rows} messages, {valid} to send ({parts} SMS parts), "
+            f"{refused} refused; nothing sent"
+        )
+        if balance is not None:
+            verdict = "enough" if valid <= balance else f"short by {valid - balance}"
+            run.line(f"balance {balance} on service type {chosen}: {verdict}")
+            if valid <= balance < parts:
+                run.note("if FIBO charges per SMS part, the balance would not cover every part")
+
+    run.emit(document, human)
+
+
+@campaign_app.command(
+    "resume",
+    epilog=_example(
+        "fibo-sms campaign resume campaign.db",
+        "fibo-sms campaign resume campaign.db --concurrency 2",
+    ),
+)
+@_common()
+def campaign_resume(
+    run: Run,
+    journal: JournalArgument,
+    chunk_size: ChunkOption = None,
+    concurrency: ConcurrencyOption = None,
+    settle: SettleOption = None,
+) -> None:
+    """Resume a campaign from its journal: look up (GetSMSStatus) what a stopped run left in
+    flight, then send only what FIBO never took. Safe to run any number of times."""
+    from fibo_soap.campaign import Campaign
+
+    campaign = Campaign.open(journal)
+    try:
+        for key, value in (
+            ("chunk_size", chunk_size),
+            ("concurrency", concurrency),
+            ("settle", settle),
+        ):
+            if value is not None:
+                campaign.options[key] = value
+        stored = campaign.options.get("service_type")
+        if stored is not None:
+            _with_service_type(run, str(stored))
+        client = run.client()
+        _run_campaign(run, campaign, client, total=campaign.source.estimate_rows(), resumed=True)
+    finally:
+        campaign.close()
+
+
+@campaign_app.command(
+    "status",
+    epilog=_example(
+        "fibo-sms campaign status campaign.db",
+        "fibo-sms campaign status --wait --max-wait 600 campaign.db",
+        "fibo-sms campaign status --local campaign.db",
+    ),
+)
+@_common()
+def campaign_status(
+    run: Run,
+    journal: JournalArgument,
+    local: Annotated[
+        bool,
+        typer.Option("--local", help="Only count the journal's rows; ask FIBO nothing."),
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", "-w", help="Poll until every message is final."),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.05, help="Seconds between polls with --wait.")
+    ] = 5.0,
+    max_wait: Annotated[
+        float, typer.Option("--max-wait", min=0, help="Give up waiting after this many seconds.")
+    ] = 600.0,
+    settle: SettleOption = None,
+) -> None:
+    """Reconcile a campaign: ask GetSMSStatus (500 GUIDs a request) about every message not yet
+    final, update the journal, and show the counts per state and per delivery status."""
+    from fibo_soap.campaign import DEFAULT_SETTLE, Journal, ReconcileReport, reconcile
+
+    book = Journal(journal, create=False)
+    try:
+        if local:
+            report = ReconcileReport(book.counts(), book.status_counts())
+        else:
+            stored = book.meta().get("options", {}).get("service_type")
+            if stored is not None:
+                _with_service_type(run, str(stored))
+            client = run.client()
+            deadline = time.monotonic() + max_wait
+            while True:
+                pending = sum(n for s, n in book.counts().items() if s.value == "accepted")
+                with run.bar("reconciling", pending or None) as bar:
+                    report = reconcile(
+                        book,
+                        client,
+                        settle=DEFAULT_SETTLE if settle is None else settle,
+                        progress=bar.advance,
+                    )
+                if not wait or report.all_final or time.monotonic() + interval > deadline:
+                    break
+                time.sleep(interval)
+    finally:
+        book.close()
+    document = {"journal": str(journal), "reconciled": not local, **report.as_dict()}
+
+    def human() -> None:
+        run.table(
+            ["State", "Messages"],
+            [(state.value, n) for state, n in report.states.items() if n],
+            title="Journal",
+        )
+        statuses = [
+            ("(not looked up)" if s is None else SMS_STATUS_NAMES[s], n)
+            for s, n in sorted(
+                report.statuses.items(), key=lambda kv: -1 if kv[0] is None else kv[0]
+            )
+            if n
+        ]
+        if statuses:
+            run.table(["Delivery status", "Messages"], statuses, title="At FIBO")
+        if report.absent:
+            run.note(
+                f"{report.absent} message(s) a stopped run left open are not at FIBO: "
+                f"{_campaign_hint(journal)} sends them"
+            )
+        if report.unknown:
+            run.note(f"{report.unknown} accepted message(s) unknown to FIBO")
+        if report.in_use:
+            run.note("a run of this campaign is going on: its messages in flight are left to it")
+        left = report.states
+        to_send = sum(n for s, n in left.items() if s.value in ("queued", "not_sent"))
+        if to_send:
+            run.note(f"{to_send} message(s) still to send: {_campaign_hint(journal)}")
+        if report.all_final:
+            run.note("every message is final")
+
+    run.emit(document, human)
+
+
+@campaign_app.command(
+    "export",
+    epilog=_example(
+        "fibo-sms campaign export campaign.db results.csv",
+        "fibo-sms campaign export campaign.db - | grep ,failed,",
+    ),
+)
+@_common(account=False)
+def campaign_export(
+    run: Run,
+    journal: JournalArgument,
+    out: Annotated[str, typer.Argument(help="CSV file to write; - writes to stdout.")],
+) -> None:
+    """Write the journal as CSV: row, guid, phone, state, sms_status, code, reason, attempts,
+    updated. Needs no account."""
+    from fibo_soap.campaign import Journal
+
+    with Journal(journal, create=False) as book:
+        if out == "-":
+            count = book.export_csv(sys.stdout)
+            sys.stdout.flush()
+            run.note(f"{count} rows")
+            return
+        target = Path(out)
+        try:
+            with open(target, "w", encoding="utf-8", newline="") as handle:
+                count = book.export_csv(handle)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot write {target}: {exc.strerror}", field="out") from None
+    run.emit(
+        {"journal": str(journal), "out": str(target), "rows": count},
+        lambda: run.line(f"wrote {count} rows to {target}"),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
