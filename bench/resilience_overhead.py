@@ -54,6 +54,7 @@ from fibo_soap.operations import CLIENT_NO as NO_FIELD
 from fibo_soap.operations import CLIENT_PASS as PASS_FIELD
 from fibo_soap.operations import Operation
 from fibo_soap.protocols.base import Protocol
+from fibo_soap.resilience import Attempt, Caller, Plan
 
 PASSWORD = "bench-secret"
 CLIENT_NO = "CL0001"
@@ -144,17 +145,20 @@ def _logging(level: str | None) -> None:
         )
 
 
-class _BareCaller:
+class _BareCaller(Caller):
     """The call path with the layer taken out: credentials, the protocol's call, the decode."""
 
     def __init__(self, proto: Protocol, max_bytes: int) -> None:
+        super().__init__(
+            [proto], client_no=CLIENT_NO, client_pass=PASSWORD, policy=None, max_bytes=max_bytes
+        )
         self._proto = proto
-        self._max_bytes = max_bytes
-        self._account = {NO_FIELD: CLIENT_NO, PASS_FIELD: PASSWORD}
+        self._wire_account = {NO_FIELD: CLIENT_NO, PASS_FIELD: PASSWORD}
 
-    def call(self, op: Operation, params: Any, **_: Any) -> codec.Decoded:
-        wire = {**params, **self._account} if op.authenticated else params
-        return codec.decode_result(op, self._proto.call(op, wire), max_bytes=self._max_bytes)
+    def flow(self, op: Operation, params: Any, **_: Any) -> Plan[codec.Decoded]:
+        wire = {**params, **self._wire_account} if op.authenticated else params
+        text = yield Attempt(self._proto, op, wire, None)
+        return codec.decode_result(op, text, max_bytes=self._max_bytes)
 
 
 def _facade(client: FiboClient, name: str) -> Callable[[], object]:
@@ -217,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 "retry": FiboClient(CLIENT_NO, PASSWORD, **options),
             }
             bare = clients["bare"]
-            bare._caller = _BareCaller(bare._protocols[0], bare.max_response_bytes)  # type: ignore[assignment]
+            bare._caller = _BareCaller(bare._protocols[0], bare.max_response_bytes)
             for name in ("About", "SendSMS"):
                 calls = {setup: _facade(clients[which], name) for setup, which, _ in SETUPS}
                 for setup, _, level in SETUPS:  # warm up: WSDL, pools, caches

@@ -1,19 +1,40 @@
-"""FiboClient: one typed method per FIBO operation, over SOAP 1.1, SOAP 1.2, HTTP GET or POST.
+"""FiboClient and AsyncFiboClient: one typed method per FIBO operation, over SOAP 1.1, SOAP 1.2,
+HTTP GET or POST; the first blocks, the second is awaited.
 
 The facade validates and normalizes input, builds the wire parameters from the operation table,
-hands them to a protocol, and turns the decoded answer into a typed result or an exception. It
-knows no protocol's details; protocols know no FIBO code.
+hands them to the resilience layer, and turns the decoded answer into a typed result or an
+exception. It knows no protocol's details; protocols know no FIBO code.
+
+Each operation is written once, as a flow: a generator that does all of that and yields the steps
+of its wire call (``fibo_soap.resilience.Plan``: an attempt on a protocol, a wait) without doing
+any I/O. The ``facade`` decorator makes each flow a method of both clients: FiboClient's Caller
+runs the steps with blocking I/O (urllib3), AsyncFiboClient's AsyncCaller awaits them (httpx).
+The two clients differ in their transport, their protocols, their caller and how they close.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import os
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import date, datetime
-from typing import Any, TypeVar
+from types import MethodType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Self,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from fibo_soap import codec, logs, phone, text
 from fibo_soap.errors import (
@@ -46,15 +67,18 @@ from fibo_soap.operations import (
     TEST_SERVICE_TYPE,
     operation,
 )
-from fibo_soap.protocols.base import PROTOCOL_NAMES, Protocol
-from fibo_soap.protocols.http import AsmxHttpProtocol
-from fibo_soap.protocols.soap import SoapProtocol
+from fibo_soap.protocols.base import PROTOCOL_NAMES, AsyncProtocol, Protocol
+from fibo_soap.protocols.http import AsmxHttpProtocol, AsyncAsmxHttpProtocol
+from fibo_soap.protocols.soap import AsyncSoapProtocol, SoapName, SoapProtocol
 from fibo_soap.protocols.transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
     HttpTransport,
 )
-from fibo_soap.resilience import Caller, Rebuild, RetryPolicy
+from fibo_soap.resilience import AsyncCaller, BaseCaller, Caller, Plan, Rebuild, RetryPolicy
+
+if TYPE_CHECKING:
+    from fibo_soap.protocols.async_transport import AsyncHttpTransport
 
 #: FIBO's production endpoint.
 DEFAULT_ENDPOINT = "http://center.fibosms.com/Service.asmx"
@@ -73,27 +97,93 @@ PhoneEntry = str | tuple[str, str]
 MessageEntry = Message | tuple[str, str] | tuple[str, str, str | None]
 DateLike = date | datetime
 
+P = ParamSpec("P")
+T = TypeVar("T")
+C = TypeVar("C", bound=BaseCaller[Any])
+
 
 def _new_guid() -> str:
     return str(uuid.uuid4())
 
 
-class FiboClient:
-    """A client of one FIBO account.
+class FacadeMethod(Generic[P, T]):
+    """An operation of the facade, written once as a flow (a generator of resilience steps that
+    returns the typed result): a blocking method of FiboClient, a coroutine method of
+    AsyncFiboClient, each with the flow's name, parameters and docstring.
 
-    ``service_type`` is the default for sends and balances. ``protocols`` is the ordered list of
-    protocols a call tries (``soap11``, ``soap12``, ``get``, ``post``; default ``("soap11",
-    "get")``); a call that fails on one for a transport or protocol reason goes out on the next,
-    under the send-safety rules of ``fibo_soap.resilience``. ``protocol`` is the older spelling
-    of a single protocol (or a comma-separated list). ``retry`` is the RetryPolicy of every call
-    (None: no retries, no status look-ups). ``log_text`` puts message texts in log events and
-    ``mask_phones=False`` full phone numbers; both are off by default. ``endpoint`` overrides the
-    WSDL's address;
-    ``wsdl`` replaces the bundled WSDL (a path or a ``?WSDL`` URL). ``timeout`` is the read timeout
-    in seconds (or a ``(connect, read)`` pair); ``max_response_bytes`` bounds every answer.
-    ``region`` and ``wire_format`` govern phone normalization, ``accents`` and ``max_parts`` the
-    message text; ``guid_factory`` makes the GUIDs of messages the caller gives none for.
+    ``flow`` is the generator function itself, for flows that build on another.
     """
+
+    def __init__(self, flow: Callable[Concatenate[Any, P], Plan[T]]) -> None:
+        self.flow = flow
+        functools.update_wrapper(cast(Any, self), flow)
+
+        def blocking(client: FiboClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            return client._caller.run(flow(client, *args, **kwargs))
+
+        async def awaited(client: AsyncFiboClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            return await client._caller.run(flow(client, *args, **kwargs))
+
+        # What introspection (help, inspect.signature, IDEs at run time) shows of each method:
+        # the flow's name, parameters and docstring, returning what the flow's plan returns.
+        signature = inspect.signature(flow)
+        returns = signature.return_annotation
+        if isinstance(returns, str) and returns.startswith("Plan[") and returns.endswith("]"):
+            signature = signature.replace(return_annotation=returns[5:-1])
+        method: Any
+        for method, owner in ((blocking, "FiboClient"), (awaited, "AsyncFiboClient")):
+            functools.update_wrapper(method, flow)
+            del method.__wrapped__
+            method.__qualname__ = f"{owner}.{flow.__name__}"
+            method.__signature__ = signature
+            method.__annotations__ = {**flow.__annotations__, "return": signature.return_annotation}
+        self.blocking = blocking
+        self.awaited = awaited
+
+    @overload
+    def __get__(
+        self, client: None, owner: type[FiboClient]
+    ) -> Callable[Concatenate[FiboClient, P], T]: ...
+
+    @overload
+    def __get__(
+        self, client: None, owner: type[AsyncFiboClient]
+    ) -> Callable[Concatenate[AsyncFiboClient, P], Coroutine[Any, Any, T]]: ...
+
+    @overload
+    def __get__(self, client: None, owner: type[Any]) -> Self: ...
+
+    @overload
+    def __get__(self, client: FiboClient, owner: type[Any] | None = None) -> Callable[P, T]: ...
+
+    @overload
+    def __get__(
+        self, client: AsyncFiboClient, owner: type[Any] | None = None
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+    def __get__(self, client: Any, owner: type[Any] | None = None) -> Any:
+        if client is None:
+            awaits = getattr(owner, "_awaits", None)
+            if awaits is None:  # the shared base: the descriptor itself
+                return self
+            return self.awaited if awaits else self.blocking
+        return MethodType(self.awaited if client._awaits else self.blocking, client)
+
+
+def facade(flow: Callable[Concatenate[Any, P], Plan[T]]) -> FacadeMethod[P, T]:
+    """Make the flow ``flow`` an operation of FiboClient (blocking) and AsyncFiboClient (async)."""
+    return FacadeMethod(flow)
+
+
+class _Client(Generic[C]):
+    """What FiboClient and AsyncFiboClient share: the options (documented on FiboClient), the
+    validation, the reading of results, and every operation, written once as a flow. The
+    subclasses bring the I/O: their transport, protocols and caller, and how they close.
+    """
+
+    #: True for the client whose operations are awaited; set by each concrete client.
+    _awaits: ClassVar[bool]
+    _caller: C
 
     def __init__(
         self,
@@ -138,7 +228,7 @@ class FiboClient:
         connect, read = (
             timeout if isinstance(timeout, tuple) else (DEFAULT_CONNECT_TIMEOUT, timeout)
         )
-        self._transport = HttpTransport(
+        self._transport = self._open_transport(
             connect_timeout=connect,
             read_timeout=read,
             max_response_bytes=max_response_bytes,
@@ -151,12 +241,12 @@ class FiboClient:
         chain = {name: self._make_protocol(name) for name in names}
         self._protocols = tuple(chain.values())
         self._protocol = self._protocols[0]
-        get_as_post: Protocol | None = None
+        get_as_post = None
         if "get" in chain:
             get_as_post = chain.get("post") or self._make_protocol("post")
-            logs.guard_urllib3()
+            self._guard_url_logs()
         self._get_as_post = get_as_post
-        self._caller = Caller(
+        self._caller = self._new_caller(
             self._protocols,
             client_no=self.client_no,
             client_pass=client_pass,
@@ -169,8 +259,32 @@ class FiboClient:
             mask_phones=mask_phones,
         )
 
+    # --- what each client brings ---------------------------------------------------------------
+
+    def _open_transport(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_response_bytes: int,
+        pool_size: int,
+    ) -> Any:
+        raise NotImplementedError
+
+    def _make_protocol(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def _guard_url_logs(self) -> None:
+        """Keep the password of GET URLs out of the HTTP library's own request log."""
+        raise NotImplementedError
+
+    def _new_caller(self, protocols: Sequence[Any], **options: Any) -> C:
+        raise NotImplementedError
+
+    # --- the rest is shared --------------------------------------------------------------------
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> FiboClient:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
         """A client configured from FIBO_CLIENT_NO, FIBO_CLIENT_PASS, FIBO_ENDPOINT,
         FIBO_SERVICE_TYPE and FIBO_PROTOCOL (one name or a comma-separated list, in order);
         keyword arguments win over the environment."""
@@ -198,18 +312,13 @@ class FiboClient:
         client_pass = options.pop("client_pass")
         return cls(client_no, client_pass, **options)
 
-    def _make_protocol(self, name: str) -> Protocol:
-        if name in ("soap11", "soap12"):
-            return SoapProtocol(self._transport, self.endpoint, name, self._wsdl)  # type: ignore[arg-type]
-        return AsmxHttpProtocol(self._transport, self.endpoint, name)  # type: ignore[arg-type]
-
     def __repr__(self) -> str:
         return (
-            f"FiboClient(client_no={self.client_no!r}, endpoint={self.endpoint!r}, "
+            f"{type(self).__name__}(client_no={self.client_no!r}, endpoint={self.endpoint!r}, "
             f"protocols={self.protocols!r})"
         )
 
-    def bind(self, **context: Any) -> FiboClient:
+    def bind(self, **context: Any) -> Self:
         """This client with ``context`` (a request id, say) on every log event of its calls.
 
         The view shares the original's connections: close the original, not the view.
@@ -218,47 +327,42 @@ class FiboClient:
         view._caller = self._caller.bind(**context)
         return view
 
-    def __enter__(self) -> FiboClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the pooled connections."""
-        for proto in self._protocols:
-            proto.close()
+    def _owned(self) -> list[Any]:
+        """The protocols to close, the GET-as-POST one included."""
+        owned = list(self._protocols)
         if self._get_as_post is not None:
-            self._get_as_post.close()
-        self._transport.close()
+            owned.append(self._get_as_post)
+        return owned
 
     @property
     def service(self) -> Any:
-        """zeep's service proxy for the SOAP binding: raw strings in and out, for SOAP users.
+        """zeep's service proxy for the SOAP binding: raw strings in and out, for SOAP users
+        (each operation a coroutine on AsyncFiboClient).
 
         The password is the caller's to pass, as with any zeep service.
         """
         for proto in self._protocols:
-            if isinstance(proto, SoapProtocol):
+            if proto.name in ("soap11", "soap12"):
                 return proto.service
-        return SoapProtocol(self._transport, self.endpoint, "soap11", self._wsdl).service
+        return self._make_protocol("soap11").service
 
     # --- the call path -------------------------------------------------------------------------
 
-    def _call(
+    def _wire(
         self,
         name: str,
         params: Mapping[str, str],
         *,
         guids: Sequence[str] = (),
         rebuild: Rebuild | None = None,
-    ) -> codec.Decoded:
-        """The decoded answer of one wire call, made the safe way (fibo_soap.resilience).
+    ) -> Plan[codec.Decoded]:
+        """The plan of one wire call, made the safe way (fibo_soap.resilience), returning the
+        decoded answer.
 
         ``guids`` are the messages a send carries; ``rebuild`` makes the parameters of a list send
         for a subset of them, for when only some must go out again.
         """
-        return self._caller.call(operation(name), params, guids=guids, rebuild=rebuild)
+        return self._caller.flow(operation(name), params, guids=guids, rebuild=rebuild)
 
     def _service_type(self, service_type: str | int | None) -> str:
         chosen = self.service_type if service_type is None else _service_type(service_type)
@@ -344,28 +448,34 @@ class FiboClient:
                 rejected=tuple(g for g in guids if g in rejected)
                 + tuple(g for g in decoded.guids if g not in set(guids)),
             )
-        FiboClient._status(op, decoded, CODE_ACCEPTED)
+        _Client._status(op, decoded, CODE_ACCEPTED)
         return BatchReceipt(accepted=tuple(guids), rejected=())
 
-    # --- the operations ------------------------------------------------------------------------
+    # --- the operations, each written once as a flow -----------------------------------------
 
-    def about(self) -> str:
+    @facade
+    def about(self) -> Plan[str]:
         """FIBO's reachability text (``www.Fibovietnam.com``); wire method About."""
-        result = self._call("About", {})
+        result = yield from self._wire("About", {})
         assert isinstance(result, str)
         return result
 
-    def check_client(self) -> str:
+    @facade
+    def check_client(self) -> Plan[str]:
         """The account holder's name; wire method CheckClient. AuthenticationError if wrong."""
-        return self._status("CheckClient", self._call("CheckClient", {}), CODE_OK).message
+        decoded = yield from self._wire("CheckClient", {})
+        return self._status("CheckClient", decoded, CODE_OK).message
 
-    def get_balance(self, service_type: str | int | None = None) -> int:
+    @facade
+    def get_balance(self, service_type: str | int | None = None) -> Plan[int]:
         """Messages left on a service type; wire method GetClientBalance.
 
         A negative answer (the service type is wrong) raises InvalidServiceTypeError.
         """
-        chosen = self._service_type(service_type)
-        decoded = self._call("GetClientBalance", {"serviceType": chosen})
+        return (yield from self._balance(self._service_type(service_type)))
+
+    def _balance(self, chosen: str) -> Plan[int]:
+        decoded = yield from self._wire("GetClientBalance", {"serviceType": chosen})
         if isinstance(decoded, int):
             if decoded < 0:
                 raise InvalidServiceTypeError(
@@ -377,17 +487,20 @@ class FiboClient:
         self._status("GetClientBalance", decoded, CODE_OK)
         raise ProtocolError("GetClientBalance: unexpected answer", operation="GetClientBalance")
 
-    def get_hosting_balances(self) -> list[HostingBalance]:
+    @facade
+    def get_hosting_balances(self) -> Plan[list[HostingBalance]]:
         """Every hosting service of the account with its balance;
         wire method GetListSMSHostingWithBalance."""
         op = "GetListSMSHostingWithBalance"
-        return self._rows(op, self._call(op, {}), HostingBalance)
+        return self._rows(op, (yield from self._wire(op, {})), HostingBalance)
 
-    def get_sender_names(self) -> list[SenderName]:
+    @facade
+    def get_sender_names(self) -> Plan[list[SenderName]]:
         """The account's registered sender (brand) names; wire method GetClientSenderNameList."""
         op = "GetClientSenderNameList"
-        return self._rows(op, self._call(op, {}), SenderName)
+        return self._rows(op, (yield from self._wire(op, {})), SenderName)
 
+    @facade
     def send_sms(
         self,
         phone: str,
@@ -395,8 +508,13 @@ class FiboClient:
         *,
         guid: str | None = None,
         service_type: str | int | None = None,
-    ) -> SendReceipt:
+    ) -> Plan[SendReceipt]:
         """A receipt with the message's GUID once the gateway took it; wire method SendSMS."""
+        return (yield from self._send_sms(phone, message, guid, service_type))
+
+    def _send_sms(
+        self, phone: str, message: str, guid: str | None, service_type: str | int | None
+    ) -> Plan[SendReceipt]:
         number = self._phone(phone)
         body = self._text(message)
         chosen = self._service_type(service_type)
@@ -407,16 +525,19 @@ class FiboClient:
             "smsGUID": guid,
             "serviceType": chosen,
         }
-        status = self._status(
-            "SendSMS", self._call("SendSMS", params, guids=(guid,)), CODE_ACCEPTED
-        )
+        decoded = yield from self._wire("SendSMS", params, guids=(guid,))
+        status = self._status("SendSMS", decoded, CODE_ACCEPTED)
         return SendReceipt(guid, status.code, status.message)
 
-    def send_test_sms(self, phone: str, message: str, *, guid: str | None = None) -> SendReceipt:
+    @facade
+    def send_test_sms(
+        self, phone: str, message: str, *, guid: str | None = None
+    ) -> Plan[SendReceipt]:
         """A receipt from FIBO's free test channel (stored, never delivered);
         wire method SendSMS with serviceType 3."""
-        return self.send_sms(phone, message, guid=guid, service_type=TEST_SERVICE_TYPE)
+        return (yield from self._send_sms(phone, message, guid, TEST_SERVICE_TYPE))
 
+    @facade
     def send_masked_sms(
         self,
         phone: str,
@@ -425,7 +546,7 @@ class FiboClient:
         sender_name: str = "",
         guid: str | None = None,
         service_type: str | int | None = None,
-    ) -> SendReceipt:
+    ) -> Plan[SendReceipt]:
         """A receipt for one message sent as a brand name; wire method SendMaskedSMS."""
         number = self._phone(phone)
         body = self._text(message)
@@ -439,12 +560,14 @@ class FiboClient:
             "serviceType": chosen,
         }
         op = "SendMaskedSMS"
-        status = self._status(op, self._call(op, params, guids=(guid,)), CODE_ACCEPTED)
+        decoded = yield from self._wire(op, params, guids=(guid,))
+        status = self._status(op, decoded, CODE_ACCEPTED)
         return SendReceipt(guid, status.code, status.message)
 
+    @facade
     def send_bulk_sms(
         self, messages: Iterable[MessageEntry], *, service_type: str | int | None = None
-    ) -> BulkReceipt:
+    ) -> Plan[BulkReceipt]:
         """How many messages the gateway took; wire method SendBulkSMS.
 
         SendBulkSMS carries no GUIDs: its messages cannot be looked up, and a failure after the
@@ -462,9 +585,10 @@ class FiboClient:
         )
         op = "SendBulkSMS"
         params = {"smsList": document, "serviceType": chosen}
-        status = self._status(op, self._call(op, params), CODE_ACCEPTED)
+        status = self._status(op, (yield from self._wire(op, params)), CODE_ACCEPTED)
         return BulkReceipt(len(items), status.code, status.message)
 
+    @facade
     def send_to_list(
         self,
         phones: Iterable[PhoneEntry],
@@ -472,7 +596,7 @@ class FiboClient:
         *,
         sender_name: str | None = None,
         service_type: str | int | None = None,
-    ) -> BatchReceipt:
+    ) -> Plan[BatchReceipt]:
         """The GUIDs accepted and rejected for one text to many phones;
         wire method SendSMSToListMobilePhone. ``phones`` are numbers or ``(number, guid)``."""
         entries = [(p, None) if isinstance(p, str) else (p[0], p[1]) for p in phones]
@@ -495,16 +619,17 @@ class FiboClient:
                 "serviceType": chosen,
             }
 
-        decoded = self._call(op, params_for(guids), guids=guids, rebuild=params_for)
+        decoded = yield from self._wire(op, params_for(guids), guids=guids, rebuild=params_for)
         return self._batch(op, decoded, guids)
 
+    @facade
     def send_multi_message(
         self,
         messages: Iterable[MessageEntry],
         *,
         sender_name: str | None = None,
         service_type: str | int | None = None,
-    ) -> BatchReceipt:
+    ) -> Plan[BatchReceipt]:
         """The GUIDs accepted and rejected for a text of its own to each phone;
         wire method SendSMSWithMultiMessage."""
         items = [_message(entry) for entry in messages]
@@ -524,10 +649,11 @@ class FiboClient:
             document = codec.encode_document(shape, [row_of[g] for g in subset])
             return {"senderName": sender, "smsMessage": document, "serviceType": chosen}
 
-        decoded = self._call(op, params_for(guids), guids=guids, rebuild=params_for)
+        decoded = yield from self._wire(op, params_for(guids), guids=guids, rebuild=params_for)
         return self._batch(op, decoded, guids)
 
-    def get_sms_status(self, guids: Iterable[str]) -> list[SmsStatusRow]:
+    @facade
+    def get_sms_status(self, guids: Iterable[str]) -> Plan[list[SmsStatusRow]]:
         """The delivery state of each message FIBO knows by GUID; wire method GetSMSStatus.
 
         Unknown GUIDs are simply absent from the list.
@@ -539,14 +665,17 @@ class FiboClient:
             self._guid(guid)
         op = "GetSMSStatus"
         document = codec.encode_document(operation(op).document("smsList"), wanted)  # type: ignore[arg-type]
-        return self._rows(op, self._call(op, {"smsList": document}), SmsStatusRow)
+        decoded = yield from self._wire(op, {"smsList": document})
+        return self._rows(op, decoded, SmsStatusRow)
 
-    def get_sent_list(self, minutes: int) -> list[SentSms]:
+    @facade
+    def get_sent_list(self, minutes: int) -> Plan[list[SentSms]]:
         """Messages sent in the last ``minutes``; wire method GetSMSSentList."""
         op = "GetSMSSentList"
         params = {"minutes": str(_positive(minutes, "minutes"))}
-        return self._rows(op, self._call(op, params), SentSms)
+        return self._rows(op, (yield from self._wire(op, params)), SentSms)
 
+    @facade
     def get_sent_page(
         self,
         page: int,
@@ -556,7 +685,7 @@ class FiboClient:
         status: SmsStatus | int | None = None,
         service_type: str | int | None = None,
         key: str = "",
-    ) -> list[SentSms]:
+    ) -> Plan[list[SentSms]]:
         """One page (20 rows) of sent messages, filtered; wire method GetClientSMSListOfPage."""
         op = "GetClientSMSListOfPage"
         params = {
@@ -567,12 +696,13 @@ class FiboClient:
             "serviceTypeID": "" if service_type is None else _service_type(service_type),
             "key": self._key(key),
         }
-        return self._rows(op, self._call(op, params), SentSms)
+        return self._rows(op, (yield from self._wire(op, params)), SentSms)
 
-    def get_total_pages(self, key: str = "") -> int:
+    @facade
+    def get_total_pages(self, key: str = "") -> Plan[int]:
         """How many pages of 20 the sent messages fill; wire method GetTotalPageOfClientSMS."""
         op = "GetTotalPageOfClientSMS"
-        pages = self._call(op, {"key": self._key(key)})
+        pages = yield from self._wire(op, {"key": self._key(key)})
         if not isinstance(pages, int):
             raise ProtocolError(f"{op}: expected an integer", operation=op)
         if pages < 0:
@@ -581,12 +711,14 @@ class FiboClient:
             )
         return pages
 
-    def get_incoming_list(self, minutes: int) -> list[IncomingSms]:
+    @facade
+    def get_incoming_list(self, minutes: int) -> Plan[list[IncomingSms]]:
         """Messages received in the last ``minutes``; wire method GetCommingSMSList."""
         op = "GetCommingSMSList"
         params = {"minutes": str(_positive(minutes, "minutes"))}
-        return self._rows(op, self._call(op, params), IncomingSms)
+        return self._rows(op, (yield from self._wire(op, params)), IncomingSms)
 
+    @facade
     def get_incoming(
         self,
         from_date: DateLike,
@@ -595,7 +727,7 @@ class FiboClient:
         status: IncomingStatus | int | None = None,
         service_type: str | int | None = None,
         key: str = "",
-    ) -> list[IncomingSms]:
+    ) -> Plan[list[IncomingSms]]:
         """Messages received between two dates (inclusive); an empty list when none (code 301);
         wire method GetClientCommingSMSNotDividePage."""
         if _day(from_date) > _day(to_date):
@@ -608,15 +740,16 @@ class FiboClient:
             "serviceTypeID": "" if service_type is None else _service_type(service_type),
             "key": self._key(key),
         }
-        return self._rows(op, self._call(op, params), IncomingSms)
+        return self._rows(op, (yield from self._wire(op, params)), IncomingSms)
 
+    @facade
     def estimate(
         self,
         messages: Iterable[MessageEntry | str],
         *,
         service_type: str | int | None = None,
         check_balance: bool = True,
-    ) -> Estimate:
+    ) -> Plan[Estimate]:
         """The parts each message will take and their total, against the service type's balance
         (wire method GetClientBalance, unless ``check_balance`` is False). Nothing is sent.
 
@@ -631,11 +764,12 @@ class FiboClient:
         if phones:
             self._phones(phones)
         parts = tuple(text.segments(self._text(item.text)) for item in items)
+        balance = (yield from self._balance(chosen)) if check_balance else None
         return Estimate(
             messages=parts,
             total_parts=sum(segment.parts for segment in parts),
             service_type=chosen,
-            balance=self.get_balance(chosen) if check_balance else None,
+            balance=balance,
         )
 
     @staticmethod
@@ -643,6 +777,148 @@ class FiboClient:
         if key:
             text.check_text(key, field="key")
         return key
+
+
+class FiboClient(_Client[Caller]):
+    """A client of one FIBO account; every operation blocks until it is done.
+
+    ``service_type`` is the default for sends and balances. ``protocols`` is the ordered list of
+    protocols a call tries (``soap11``, ``soap12``, ``get``, ``post``; default ``("soap11",
+    "get")``); a call that fails on one for a transport or protocol reason goes out on the next,
+    under the send-safety rules of ``fibo_soap.resilience``. ``protocol`` is the older spelling
+    of a single protocol (or a comma-separated list). ``retry`` is the RetryPolicy of every call
+    (None: no retries, no status look-ups). ``log_text`` puts message texts in log events and
+    ``mask_phones=False`` full phone numbers; both are off by default. ``endpoint`` overrides the
+    WSDL's address;
+    ``wsdl`` replaces the bundled WSDL (a path or a ``?WSDL`` URL). ``timeout`` is the read timeout
+    in seconds (or a ``(connect, read)`` pair); ``max_response_bytes`` bounds every answer.
+    ``region`` and ``wire_format`` govern phone normalization, ``accents`` and ``max_parts`` the
+    message text; ``guid_factory`` makes the GUIDs of messages the caller gives none for.
+    ``pool_size`` is the number of connections kept: as many as threads that share the client.
+    """
+
+    _awaits = False
+    _transport: HttpTransport
+
+    def _open_transport(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_response_bytes: int,
+        pool_size: int,
+    ) -> HttpTransport:
+        return HttpTransport(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_response_bytes=max_response_bytes,
+            pool_size=pool_size,
+        )
+
+    def _make_protocol(self, name: str) -> Protocol:
+        if name in ("soap11", "soap12"):
+            return SoapProtocol(self._transport, self.endpoint, cast(SoapName, name), self._wsdl)
+        return AsmxHttpProtocol(self._transport, self.endpoint, "get" if name == "get" else "post")
+
+    def _guard_url_logs(self) -> None:
+        logs.guard_urllib3()
+
+    def _new_caller(self, protocols: Sequence[Any], **options: Any) -> Caller:
+        return Caller(protocols, **options)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        for proto in self._owned():
+            proto.close()
+        self._transport.close()
+
+    def _call(
+        self,
+        name: str,
+        params: Mapping[str, str],
+        *,
+        guids: Sequence[str] = (),
+        rebuild: Rebuild | None = None,
+    ) -> codec.Decoded:
+        """The decoded answer of one wire call, made the safe way (fibo_soap.resilience)."""
+        return self._caller.run(self._wire(name, params, guids=guids, rebuild=rebuild))
+
+
+class AsyncFiboClient(_Client[AsyncCaller]):
+    """A client of one FIBO account whose operations are awaited: the facade of FiboClient, with
+    the same options, results, errors, retries, send safety and log events.
+
+    SOAP goes through zeep's AsyncClient and GET/POST through httpx, over one pooled
+    ``httpx.AsyncClient`` per client (httpx is imported when the first one is made). Use it as
+    ``async with AsyncFiboClient(...) as client:``, or ``await client.aclose()`` when done, and
+    within one event loop; tasks of that loop may share it (``pool_size`` connections are kept).
+    """
+
+    _awaits = True
+    _transport: AsyncHttpTransport
+
+    def _open_transport(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_response_bytes: int,
+        pool_size: int,
+    ) -> AsyncHttpTransport:
+        from fibo_soap.protocols.async_transport import AsyncHttpTransport
+
+        return AsyncHttpTransport(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_response_bytes=max_response_bytes,
+            pool_size=pool_size,
+        )
+
+    def _make_protocol(self, name: str) -> AsyncProtocol:
+        if name in ("soap11", "soap12"):
+            return AsyncSoapProtocol(
+                self._transport, self.endpoint, cast(SoapName, name), self._wsdl
+            )
+        return AsyncAsmxHttpProtocol(
+            self._transport, self.endpoint, "get" if name == "get" else "post"
+        )
+
+    def _guard_url_logs(self) -> None:
+        from fibo_soap.protocols.async_transport import guard_httpx
+
+        guard_httpx()
+
+    def _new_caller(self, protocols: Sequence[Any], **options: Any) -> AsyncCaller:
+        return AsyncCaller(protocols, **options)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        for proto in self._owned():
+            await proto.aclose()
+        await self._transport.aclose()
+
+    async def _call(
+        self,
+        name: str,
+        params: Mapping[str, str],
+        *,
+        guids: Sequence[str] = (),
+        rebuild: Rebuild | None = None,
+    ) -> codec.Decoded:
+        """The decoded answer of one wire call, made the safe way (fibo_soap.resilience)."""
+        return await self._caller.run(self._wire(name, params, guids=guids, rebuild=rebuild))
 
 
 def protocol_list(value: str | Sequence[str] | None) -> tuple[str, ...]:

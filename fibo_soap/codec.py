@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from fibo_soap.operations import (
 MAX_XML_BYTES = 50 * 1024 * 1024
 
 _EXCERPT_CHARS = 200
+_LINE_BREAKS = re.compile(r"\s*[\r\n]\s*")
 _VN_TIME_FORMAT = "%d/%m/%Y(%H:%M:%S)"
 
 SOAP11_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -76,9 +78,13 @@ def _parser() -> etree.XMLParser:
 
 
 def excerpt(data: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
-    """The start of a body as printable text, for error messages (callers redact it)."""
+    """The start of a body as printable text, for error messages (callers redact it).
+
+    Line breaks and the indentation around them become one space; spaces and tabs inside a line
+    are kept as they are, so that a secret echoed in the body is still found by its spelling.
+    """
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    text = " ".join(text[: limit * 2].split())
+    text = _LINE_BREAKS.sub(" ", text[: limit * 2]).strip()
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
@@ -100,16 +106,66 @@ def parse_xml(data: bytes | str, *, max_bytes: int = MAX_XML_BYTES) -> etree._El
         if data.startswith(b"<?xml"):
             end = data.find(b"?>")
             data = data[end + 2 :] if end != -1 else data
+    parser = _parser()
+    error: ProtocolError | None = None  # raised outside the except block: no lxml __context__
     try:
-        root = etree.fromstring(data, _parser())
+        root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
-        raise ProtocolError(f"malformed XML: {exc.msg}", excerpt=excerpt(data)) from None
+        error = ProtocolError(f"malformed XML: {exc.msg}", excerpt=excerpt(data))
+    if error is not None:
+        raise error
+    # lxml returns some documents that libxml2 reported errors in (an undeclared namespace
+    # prefix, when a warning comes after it): such a tree has tags like "soap:Envelope" that
+    # lxml's own QName refuses. Not namespace-well-formed, so not XML we take.
+    failed = next((e for e in parser.error_log if e.level >= etree.ErrorLevels.ERROR), None)
+    if failed is not None:
+        raise ProtocolError(f"malformed XML: {failed.message}", excerpt=excerpt(data))
     if root is None:
         raise ProtocolError("empty XML document", excerpt=excerpt(data))
     docinfo: Any = root.getroottree().docinfo  # lxml-stubs lacks DocInfo.doctype
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise ProtocolError("XML with a DOCTYPE is refused", excerpt=excerpt(data))
     return root
+
+
+def sanitize(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> bytes:
+    """The document as the hardened parser reads it, written back as UTF-8 bytes.
+
+    For an XML parser that is not ours (zeep's, reading a fetched WSDL): what it gets has no
+    DOCTYPE and no processing instruction, in one encoding. Raises as :func:`parse_xml`, with an
+    excerpt of the body.
+    """
+    return etree.tostring(parse_xml(data, max_bytes=max_bytes), encoding="utf-8")
+
+
+def sanitize_soap_answer(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> bytes:
+    """A SOAP answer as :func:`sanitize` writes it, once it is known to have FIBO's shape.
+
+    ProtocolError unless the root is a SOAP 1.1 or 1.2 Envelope with one Body holding one
+    element, and when a result element (``Body/<OpResponse>/<OpResult>``) holds elements: every
+    FIBO result is text, and a SOAP library reading one would keep only the text before the first
+    element.
+    """
+    root = parse_xml(data, max_bytes=max_bytes)
+    env_ns = etree.QName(root).namespace
+    if local_name(root) != "Envelope" or env_ns not in (SOAP11_NS, SOAP12_NS):
+        raise ProtocolError(
+            f"not a SOAP envelope: the root element is <{local_name(root)}>",
+            excerpt=excerpt(data),
+        )
+    bodies = [child for child in _children(root) if child.tag == f"{{{env_ns}}}Body"]
+    answers = list(_children(bodies[0])) if len(bodies) == 1 else []
+    if len(answers) != 1:
+        # ASMX answers with one element (the response or a Fault); zeep fails on less or more.
+        raise ProtocolError(
+            "a SOAP answer must hold one Body with one element", excerpt=excerpt(data)
+        )
+    if local_name(answers[0]) != "Fault":
+        for result in _children(answers[0]):
+            _text(result)
+    # zeep keeps comments and instructions, and reads only the text before one.
+    etree.strip_tags(root, etree.Comment, etree.ProcessingInstruction)
+    return etree.tostring(root, encoding="utf-8")
 
 
 def local_name(element: etree._Element) -> str:
@@ -124,6 +180,25 @@ def _children(element: etree._Element) -> Iterator[etree._Element]:
     for child in element:
         if isinstance(child.tag, str):
             yield child
+
+
+def _text(element: etree._Element, operation: str | None = None) -> str:
+    """The whole text of an element that holds a value: a comment inside it does not cut it
+    short (``<Code>2<!-- -->00</Code>`` is 200, where ``.text`` is 2). ProtocolError when it
+    holds elements: reading only the text around them would silently drop them."""
+    if not len(element):
+        return element.text or ""
+    parts = [element.text or ""]
+    for child in element:
+        if isinstance(child.tag, str):
+            raise ProtocolError(
+                f"{operation + ': ' if operation else ''}<{local_name(element)}> holds elements, "
+                "not text",
+                excerpt=excerpt(etree.tostring(element, encoding="unicode")),
+                operation=operation,
+            )
+        parts.append(child.tail or "")
+    return "".join(parts)
 
 
 # --- request documents -------------------------------------------------------------------------
@@ -168,19 +243,27 @@ def decode_document(
         if local_name(row).lower() != wanted:
             continue
         if not shape.fields:
-            rows.append((row.text or "",))
+            rows.append((_text(row),))
             continue
         found: dict[str, str] = {}
         for child in _children(row):
-            found.setdefault(local_name(child).lower(), child.text or "")
+            found.setdefault(local_name(child).lower(), _text(child))
         rows.append(tuple(found.get(name.lower()) for name in shape.fields))
     return rows
 
 
 def request_date(value: date | datetime | None) -> str:
-    """A date as FIBO takes it in requests (MM-DD-YYYY); '' for None."""
+    """A date as FIBO takes it in requests (MM-DD-YYYY); '' for None.
+
+    InvalidInputError for anything that is not a date: text is never passed through as a date.
+    """
     if value is None:
         return ""
+    if not isinstance(value, date):
+        raise InvalidInputError(
+            f"a date must be a datetime.date or datetime, not {type(value).__name__}",
+            field="date",
+        )
     if isinstance(value, datetime) and value.tzinfo is not None:
         value = value.astimezone(VN_TZ)
     return value.strftime(REQUEST_DATE_FORMAT)
@@ -255,12 +338,13 @@ def _rows(op: Operation, root: etree._Element) -> list[Any]:
             column = columns.get(local_name(child).lower())
             if column is None:
                 continue
+            text = _text(child, op.name)
             try:
-                values[column.field] = _convert(column.kind, child.text or "")
+                values[column.field] = _convert(column.kind, text)
             except ValueError:
                 raise ProtocolError(
                     f"{op.name}: bad value in <{local_name(child)}>",
-                    excerpt=excerpt(child.text or ""),
+                    excerpt=excerpt(text),
                     operation=op.name,
                 ) from None
         rows.append(op.row(**values))
@@ -268,7 +352,7 @@ def _rows(op: Operation, root: etree._Element) -> list[Any]:
 
 
 def _status(root: etree._Element, op: Operation) -> StatusDocument:
-    found = {local_name(child).lower(): (child.text or "") for child in _children(root)}
+    found = {local_name(child).lower(): _text(child, op.name) for child in _children(root)}
     try:
         code = int(found.get("code", "").strip())
     except ValueError:
@@ -307,7 +391,7 @@ def decode_result(op: Operation, text: str, *, max_bytes: int = MAX_XML_BYTES) -
     if name == "sms":
         return _status(root, op)
     if name == "listwrongphonenumber":
-        return WrongPhones(tuple((c.text or "").strip() for c in _children(root)))
+        return WrongPhones(tuple(_text(c, op.name).strip() for c in _children(root)))
     if name == "documentelement" and op.row is not None:
         return _rows(op, root)
     raise ProtocolError(
@@ -376,9 +460,11 @@ def decode_http_body(body: bytes, *, max_bytes: int = MAX_XML_BYTES) -> str:
     """
     root = parse_xml(body, max_bytes=max_bytes)
     if local_name(root) in ("string", "int"):
-        if len(root):
-            raise ProtocolError("<string> holds elements, not text", excerpt=excerpt(body))
-        return root.text or ""
+        if any(isinstance(child.tag, str) for child in root):
+            raise ProtocolError(
+                f"<{local_name(root)}> holds elements, not text", excerpt=excerpt(body)
+            )
+        return _text(root)
     return etree.tostring(root, encoding="unicode")
 
 
@@ -478,5 +564,5 @@ def decode_soap_request(body: bytes, *, max_bytes: int = MAX_XML_BYTES) -> SoapR
     for child in _children(call):
         # xsi:nil is an xs:boolean: .NET (XmlConvert.ToBoolean) takes "1" and "true", trimmed.
         is_nil = (child.get(nil) or "").strip() in ("true", "1")
-        params[local_name(child)] = None if is_nil else (child.text or "")
+        params[local_name(child)] = None if is_nil else _text(child)
     return SoapRequest(version, etree.QName(call).namespace or "", local_name(call), params)

@@ -1,9 +1,16 @@
-"""Calls that heal by themselves when that is safe: retries with backoff (tenacity), fallback
-through an ordered list of protocols, and the resolution of uncertain sends through GetSMSStatus.
+"""Calls that heal by themselves when that is safe: retries with backoff, fallback through an
+ordered list of protocols, and the resolution of uncertain sends through GetSMSStatus.
 
-Every wire call of a FiboClient goes through ``Caller.call``. A call that succeeds at once costs
-one protocol call, one decode and (when structlog is configured) two log events: the retry
-machinery is only built once an attempt has failed.
+Every wire call of a client goes through a Caller. The logic is written once, free of I/O:
+``BaseCaller.flow`` is a generator that yields what must be done (``Attempt``: one request on one
+protocol; ``Wait``: a pause) and is sent what came of it (the result text, or the FiboError thrown
+in), and returns the decoded answer. ``Caller.run`` does those steps with blocking I/O (urllib3,
+``time.sleep``) for FiboClient; ``AsyncCaller.run`` awaits them (httpx, ``asyncio.sleep``) for
+AsyncFiboClient. The facade's operations are generators of the same steps (fibo_soap.client), so
+one driver runs a whole operation.
+
+A call that succeeds at once costs one protocol call, one decode and (when structlog is configured)
+two log events: the state of retries is only built once an attempt has failed.
 
 What a failed attempt means is decided by ``classify`` from the exception alone (the table is in
 README "Reliability"): whether the gateway may have run the method, and whether the same call
@@ -19,14 +26,12 @@ GUIDs (SendBulkSMS), or one whose GUIDs cannot be looked up, raises AmbiguousSen
 from __future__ import annotations
 
 import copy
-import random
+import inspect
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Final
-
-import tenacity
+from typing import Any, Final, Generic, Protocol, Self, TypeAlias, TypeVar
 
 from fibo_soap import codec, logs
 from fibo_soap.errors import (
@@ -53,8 +58,8 @@ from fibo_soap.operations import (
     Operation,
     operation,
 )
-from fibo_soap.protocols.base import Protocol
-from fibo_soap.protocols.http import MAX_GET_URL, AsmxHttpProtocol
+from fibo_soap.protocols import base
+from fibo_soap.protocols.http import MAX_GET_URL, AsmxForm
 from fibo_soap.protocols.transport import call_deadline
 
 #: Builds the parameters of a list send for a subset of its GUIDs (without the account).
@@ -72,6 +77,52 @@ _OK_CODES = frozenset({CODE_OK, CODE_ACCEPTED, CODE_NO_SMS})
 
 _DETAIL_CHARS = 300
 
+R = TypeVar("R")
+
+
+class _Named(Protocol):
+    name: str
+
+
+ProtoT = TypeVar("ProtoT", bound=_Named)
+
+
+class Attempt(Generic[ProtoT]):
+    """A step of a plan: one request of ``op`` with ``wire`` on ``protocol``, over by ``deadline``
+    (a ``time.perf_counter()``; None: the transport's own timeouts bound it). The driver sends
+    back the result text, or throws in the FiboError the protocol raised."""
+
+    __slots__ = ("deadline", "op", "protocol", "wire")
+
+    def __init__(
+        self, protocol: ProtoT, op: Operation, wire: Mapping[str, str], deadline: float | None
+    ) -> None:
+        self.protocol = protocol
+        self.op = op
+        self.wire = wire
+        self.deadline = deadline
+
+    def __repr__(self) -> str:
+        return f"Attempt({self.op.name} over {self.protocol.name})"
+
+
+class Wait:
+    """A step of a plan: pause for ``seconds``. The driver sends back None."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __repr__(self) -> str:
+        return f"Wait({self.seconds:.3f})"
+
+
+#: What a plan yields.
+Step: TypeAlias = "Attempt[Any] | Wait"
+#: The I/O-free form of a call or of a facade operation: yields Steps, returns its result.
+Plan: TypeAlias = Generator[Step, Any, R]
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -86,7 +137,9 @@ class RetryPolicy:
     ``settle`` is how long to wait, after a send timed out, before asking GetSMSStatus whether the
     gateway took it (the server may still be working on the request). ``reconcile=False`` turns
     the look-up off: an uncertain send then raises AmbiguousSendError at once. ``sleep`` is the
-    function that waits (tests pass a recorder).
+    function that waits (tests pass a recorder); an AsyncFiboClient awaits ``asyncio.sleep`` in
+    place of the default ``time.sleep``, and awaits what a ``sleep`` of the caller's returns when
+    that is awaitable.
     """
 
     attempts: int = 3
@@ -96,7 +149,7 @@ class RetryPolicy:
     jitter: float = 0.2
     settle: float = 2.0
     reconcile: bool = True
-    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    sleep: Callable[[float], object] = field(default=time.sleep, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
@@ -111,10 +164,35 @@ class RetryPolicy:
 
     def backoff(self, retry: int) -> float:
         """Seconds to wait before the ``retry``-th retry on one protocol (1 for the first)."""
-        wait = self.backoff_initial * 2.0 ** (retry - 1)
-        if self.jitter:
-            wait += random.uniform(0.0, self.jitter)
-        return min(self.backoff_max, wait)
+        retrying = self._tenacity()
+        return float(retrying.wait(_attempt_state(retrying, retry)))
+
+    def exhausted(self, tries: int) -> bool:
+        """True once ``tries`` attempts on one protocol are all the policy allows."""
+        retrying = self._tenacity()
+        return bool(retrying.stop(_attempt_state(retrying, tries)))
+
+    def _tenacity(self) -> Any:
+        # Only a failed attempt gets here, so tenacity stays off the import of a client.
+        import tenacity
+
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=tenacity.wait_exponential_jitter(
+                multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.jitter
+            ),
+        )
+
+
+def _attempt_state(retrying: Any, attempt_number: int) -> Any:
+    # tenacity's strategies decide from a call state; the plans below drive the attempts
+    # themselves (the same plan runs blocking and under asyncio), so they ask the strategies
+    # with a state that carries the attempt number.
+    import tenacity
+
+    state = tenacity.RetryCallState(retrying, None, (), {})
+    state.attempt_number = attempt_number
+    return state
 
 
 #: What ``retry=None`` means: one attempt per protocol, no look-up, no deadline.
@@ -203,7 +281,6 @@ class _Call:
         "op",
         "pending",
         "rebuild",
-        "replay",
         "started",
         "status",
         "tries",
@@ -237,12 +314,12 @@ class _Call:
         self.wait = 0.0
         self.status: int | None = None
         self.error: FiboError | None = None
-        self.replay: FiboError | None = None
         self.looked_up = False
 
 
-class Caller:
-    """Runs the wire calls of one account: attempts, retries, fallback, look-ups and log events.
+class BaseCaller(Generic[ProtoT]):
+    """The wire calls of one account as plans: attempts, retries, fallback, look-ups and log
+    events, with no I/O of its own (``Caller`` and ``AsyncCaller`` run the plans).
 
     ``protocols`` are tried in order; ``get_as_post`` is the POST protocol a GET call switches to
     when its URL would pass ``MAX_GET_URL``. ``policy`` None means ``retry=None`` (NO_RETRY).
@@ -250,13 +327,13 @@ class Caller:
 
     def __init__(
         self,
-        protocols: Sequence[Protocol],
+        protocols: Sequence[ProtoT],
         *,
         client_no: str,
         client_pass: str,
         policy: RetryPolicy | None,
         max_bytes: int,
-        get_as_post: Protocol | None = None,
+        get_as_post: ProtoT | None = None,
         request_limit: float | None = None,
         log_context: Mapping[str, Any] | None = None,
         log_text: bool = False,
@@ -281,57 +358,61 @@ class Caller:
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.protocols)
-        return f"Caller(protocols=({names}), policy={self.policy!r})"
+        return f"{type(self).__name__}(protocols=({names}), policy={self.policy!r})"
 
-    def bind(self, **context: Any) -> Caller:
-        """A Caller like this one whose log events also carry ``context``."""
+    def bind(self, **context: Any) -> Self:
+        """A caller like this one whose log events also carry ``context``."""
         bound = copy.copy(self)
         bound._events = self._events.bind(**context)
         return bound
 
     # --- one call ------------------------------------------------------------------------------
 
-    def call(
+    def flow(
         self,
         op: Operation,
         params: Mapping[str, str],
         *,
         guids: Sequence[str] = (),
         rebuild: Rebuild | None = None,
-    ) -> codec.Decoded:
-        """The decoded answer of ``op``; ``guids`` are the messages a send carries and ``rebuild``
-        makes the parameters of a list send for a subset of them."""
+    ) -> Plan[codec.Decoded]:
+        """The plan of a call of ``op``, returning its decoded answer; ``guids`` are the messages
+        a send carries and ``rebuild`` makes the parameters of a list send for a subset of them."""
         started = time.perf_counter()
         wire = {**params, **self._account} if op.authenticated else params
         limit = self._policy.deadline
         deadline = None if limit is None else started + limit
-        # (A call made inside another, the look-up of an uncertain send, has its own deadline.)
-        bound = self._bound_first or call_deadline.get() is not None
-        token = call_deadline.set(deadline) if bound else None
+        proto = self._route(self._first, op, wire)
         try:
-            proto = self._route(self._first, op, wire)
-            try:
-                decoded = codec.decode_result(op, proto.call(op, wire), max_bytes=self._max_bytes)
-            except FiboError as exc:
-                failed = exc
-            else:
-                if logs.enabled():
-                    self._log_success(op, proto.name, wire, guids, started, decoded)
-                return decoded
-        finally:
-            if token is not None:
-                call_deadline.reset(token)
+            text = yield Attempt(proto, op, wire, deadline if self._bound_first else None)
+            decoded = codec.decode_result(op, text, max_bytes=self._max_bytes)
+        except FiboError as exc:
+            failed = exc
+        else:
+            if logs.enabled():
+                self._log_success(op, proto.name, wire, guids, started, decoded)
+            return decoded
         # Every attempt from here on, and every wait, is bounded by the call's deadline.
-        token = call_deadline.set(deadline)
-        try:
-            state = _Call(op, wire, tuple(guids), rebuild, started, deadline)
-            return self._recover(state, failed, proto.name, started)
-        finally:
-            call_deadline.reset(token)
+        state = _Call(op, wire, tuple(guids), rebuild, started, deadline)
+        return (yield from self._recover(state, failed, proto.name, started))
 
-    def _route(self, proto: Protocol, op: Operation, wire: Mapping[str, str]) -> Protocol:
+    def lookup_flow(self, guids: Sequence[str]) -> Plan[set[str]]:
+        """The plan of a look-up: the GUIDs among ``guids`` that the gateway knows (wire method
+        GetSMSStatus)."""
+        op = operation("GetSMSStatus")
+        document = codec.encode_document(STATUS_QUERY_DOCUMENT, guids)
+        decoded = yield from self.flow(op, {"smsList": document})
+        if isinstance(decoded, list):
+            return {row.guid for row in decoded if isinstance(row, SmsStatusRow) and row.guid}
+        if isinstance(decoded, StatusDocument):
+            if decoded.code == CODE_NO_SMS:
+                return set()
+            raise error_for_code(decoded.code, decoded.message, operation=op.name)
+        raise ProtocolError(f"{op.name}: expected a list of statuses", operation=op.name)
+
+    def _route(self, proto: ProtoT, op: Operation, wire: Mapping[str, str]) -> ProtoT:
         # A GET whose URL would be too long for proxies and IIS goes as a POST form instead.
-        if proto.name != "get" or self._post is None or not isinstance(proto, AsmxHttpProtocol):
+        if proto.name != "get" or self._post is None or not isinstance(proto, AsmxForm):
             return proto
         # A cheap upper bound first: most calls are far below the limit.
         bound = len(proto.endpoint) + len(op.name) + 2
@@ -358,39 +439,21 @@ class Caller:
 
     def _recover(
         self, st: _Call, first: FiboError, proto_name: str, attempt_started: float
-    ) -> codec.Decoded:
+    ) -> Plan[codec.Decoded]:
         st.used.append(proto_name)
-        resolved = self._failed(st, first, proto_name, attempt_started)
+        resolved = yield from self._failed(st, first, proto_name, attempt_started)
+        while resolved is None and st.next is not Action.RAISE:
+            if st.wait > 0:
+                yield Wait(st.wait)
+            resolved = yield from self._attempt(st)
         if resolved is not None:
-            return self._finish(st, resolved, proto_name)
-        if st.next is not Action.RAISE:
-            # tenacity runs the rest; its first attempt replays the failure already seen, so
-            # that its bookkeeping (waits, stop) starts from the attempt that failed.
-            st.replay = st.error
-            retrying = tenacity.Retrying(
-                retry=lambda rs: (
-                    bool(rs.outcome and rs.outcome.failed) and st.next is not Action.RAISE
-                ),
-                stop=lambda rs: st.next is Action.RAISE,
-                wait=lambda rs: st.wait,
-                sleep=self._policy.sleep,
-                reraise=True,
-            )
-            try:
-                decoded = retrying(self._attempt, st)
-            except FiboError as exc:
-                st.error = exc
-            else:
-                return self._finish(st, decoded, st.used[-1])
+            return self._finish(st, resolved, st.used[-1])
         assert st.error is not None
         final = self._give_up(st, st.error)
         cause = final.__cause__
         raise final from cause
 
-    def _attempt(self, st: _Call) -> codec.Decoded:
-        if st.replay is not None:
-            replay, st.replay = st.replay, None
-            raise replay
+    def _attempt(self, st: _Call) -> Plan[codec.Decoded | None]:
         if st.next is Action.FALLBACK:
             st.index += 1
             st.tries = 0
@@ -400,9 +463,8 @@ class Caller:
         st.used.append(proto.name)
         started = time.perf_counter()
         try:
-            decoded = codec.decode_result(
-                st.op, proto.call(st.op, st.wire), max_bytes=self._max_bytes
-            )
+            text = yield Attempt(proto, st.op, st.wire, st.deadline)
+            decoded = codec.decode_result(st.op, text, max_bytes=self._max_bytes)
         except FiboError as exc:
             failed = exc
         else:
@@ -410,15 +472,11 @@ class Caller:
             if logs.enabled():
                 self._log_attempt(st, proto.name, started, decoded=decoded)
             return self._merge(st, decoded)
-        resolved = self._failed(st, failed, proto.name, started)
-        if resolved is not None:
-            return resolved
-        assert st.error is not None
-        raise st.error
+        return (yield from self._failed(st, failed, proto.name, started))
 
     def _failed(
         self, st: _Call, exc: FiboError, proto_name: str, started: float
-    ) -> codec.Decoded | None:
+    ) -> Plan[codec.Decoded | None]:
         """Decide what follows a failed attempt (``st.next``, ``st.wait``, ``st.error``); the
         answer itself when GetSMSStatus shows the gateway took every message."""
         scrub(exc, self._secrets, operation=st.op.name, protocol=proto_name)
@@ -440,11 +498,11 @@ class Caller:
         st.next = Action.RAISE
         if logs.enabled():
             self._log_attempt(st, proto_name, started, exc=exc, failure=failure, then="reconcile")
-        return self._reconcile(st, exc, failure)
+        return (yield from self._reconcile(st, exc, failure))
 
     def _decide(self, st: _Call, action: Action) -> None:
         policy = self._policy
-        if action is Action.RETRY and st.tries < policy.attempts:
+        if action is Action.RETRY and not policy.exhausted(st.tries):
             st.next, st.wait = Action.RETRY, policy.backoff(st.tries)
         elif action is not Action.RAISE and st.index + 1 < len(self.protocols):
             st.next, st.wait = Action.FALLBACK, 0.0
@@ -486,14 +544,15 @@ class Caller:
         error.__cause__ = exc
         st.error = error
 
-    def _reconcile(self, st: _Call, exc: FiboError, failure: Failure) -> codec.Decoded | None:
+    def _reconcile(self, st: _Call, exc: FiboError, failure: Failure) -> Plan[codec.Decoded | None]:
         policy = self._policy
         if failure.settle and policy.settle:
-            policy.sleep(policy.settle)
+            yield Wait(policy.settle)
         asked = st.pending
         st.looked_up = True
+        # The look-up is a call of its own: its own retries, fallback and deadline.
         try:
-            known = self.bind(lookup_for=st.op.name).lookup(asked)
+            known = yield from self.bind(lookup_for=st.op.name).lookup_flow(asked)
         except FiboError as lookup_error:
             if logs.enabled():
                 self._events.get().info(
@@ -546,26 +605,13 @@ class Caller:
         error.__cause__ = exc
         st.error, st.next = error, Action.RAISE
 
-    def lookup(self, guids: Sequence[str]) -> set[str]:
-        """The GUIDs among ``guids`` that the gateway knows (wire method GetSMSStatus)."""
-        op = operation("GetSMSStatus")
-        document = codec.encode_document(STATUS_QUERY_DOCUMENT, guids)
-        decoded = self.call(op, {"smsList": document})
-        if isinstance(decoded, list):
-            return {row.guid for row in decoded if isinstance(row, SmsStatusRow) and row.guid}
-        if isinstance(decoded, StatusDocument):
-            if decoded.code == CODE_NO_SMS:
-                return set()
-            raise error_for_code(decoded.code, decoded.message, operation=op.name)
-        raise ProtocolError(f"{op.name}: expected a list of statuses", operation=op.name)
-
-    def _merge(self, st: _Call, decoded: codec.Decoded) -> codec.Decoded:
+    def _merge(self, st: _Call, decoded: codec.Decoded) -> codec.Decoded | None:
         # The rest of a list send went out after part of it was found at the gateway: a refusal
-        # of the rest must not read as if nothing had been taken.
+        # of the rest must not read as if nothing had been taken (None: ``st.error`` says why).
         if st.confirmed and isinstance(decoded, StatusDocument) and decoded.code != CODE_ACCEPTED:
             refusal = error_for_code(decoded.code, decoded.message, operation=st.op.name)
             st.error, st.next = refusal, Action.RAISE
-            raise refusal
+            return None
         return decoded
 
     def _give_up(self, st: _Call, exc: FiboError) -> FiboError:
@@ -746,6 +792,117 @@ class Caller:
             if text is not None and op.document("smsMessage") is None:
                 about["text"] = text
         return about
+
+
+class Caller(BaseCaller[base.Protocol]):
+    """Runs plans with blocking I/O: the protocols' calls, the policy's ``sleep``. FiboClient's."""
+
+    def run(self, plan: Plan[R]) -> R:
+        """What ``plan`` returns, each of its steps done here, in this thread."""
+        sleep = self._policy.sleep
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, Wait):
+                    sleep(step.seconds)
+                    step = plan.send(None)
+                    continue
+                failed: FiboError | None = None
+                try:
+                    if step.deadline is None:
+                        text = step.protocol.call(step.op, step.wire)
+                    else:
+                        token = call_deadline.set(step.deadline)
+                        try:
+                            text = step.protocol.call(step.op, step.wire)
+                        finally:
+                            call_deadline.reset(token)
+                except FiboError as exc:
+                    failed = exc
+                # Thrown in outside the except block, so that what the plan raises next does
+                # not carry this failure as its __context__.
+                step = plan.send(text) if failed is None else plan.throw(failed)
+        except StopIteration as done:
+            result: R = done.value
+            return result
+        finally:
+            plan.close()
+
+    def call(
+        self,
+        op: Operation,
+        params: Mapping[str, str],
+        *,
+        guids: Sequence[str] = (),
+        rebuild: Rebuild | None = None,
+    ) -> codec.Decoded:
+        """The decoded answer of ``op``; ``guids`` are the messages a send carries and ``rebuild``
+        makes the parameters of a list send for a subset of them."""
+        return self.run(self.flow(op, params, guids=guids, rebuild=rebuild))
+
+    def lookup(self, guids: Sequence[str]) -> set[str]:
+        """The GUIDs among ``guids`` that the gateway knows (wire method GetSMSStatus)."""
+        return self.run(self.lookup_flow(guids))
+
+
+class AsyncCaller(BaseCaller[base.AsyncProtocol]):
+    """Runs plans with awaited I/O: the async protocols' calls, ``asyncio.sleep``.
+    AsyncFiboClient's."""
+
+    async def run(self, plan: Plan[R]) -> R:
+        """What ``plan`` returns, each of its steps awaited in the current task."""
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, Wait):
+                    await self._sleep(step.seconds)
+                    step = plan.send(None)
+                    continue
+                failed: FiboError | None = None
+                try:
+                    if step.deadline is None:
+                        text = await step.protocol.call(step.op, step.wire)
+                    else:
+                        # A context variable: each task has its own, as each thread does.
+                        token = call_deadline.set(step.deadline)
+                        try:
+                            text = await step.protocol.call(step.op, step.wire)
+                        finally:
+                            call_deadline.reset(token)
+                except FiboError as exc:
+                    failed = exc
+                step = plan.send(text) if failed is None else plan.throw(failed)
+        except StopIteration as done:
+            result: R = done.value
+            return result
+        finally:
+            plan.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        import asyncio
+
+        sleep = self._policy.sleep
+        if sleep is time.sleep:
+            await asyncio.sleep(seconds)
+            return
+        waited = sleep(seconds)
+        if inspect.isawaitable(waited):
+            await waited
+
+    async def call(
+        self,
+        op: Operation,
+        params: Mapping[str, str],
+        *,
+        guids: Sequence[str] = (),
+        rebuild: Rebuild | None = None,
+    ) -> codec.Decoded:
+        """The decoded answer of ``op``, as ``Caller.call``."""
+        return await self.run(self.flow(op, params, guids=guids, rebuild=rebuild))
+
+    async def lookup(self, guids: Sequence[str]) -> set[str]:
+        """The GUIDs among ``guids`` that the gateway knows (wire method GetSMSStatus)."""
+        return await self.run(self.lookup_flow(guids))
 
 
 def _bulk_count(st: _Call) -> int:

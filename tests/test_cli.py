@@ -260,11 +260,6 @@ def test_help_imports_neither_zeep_nor_the_emulator() -> None:
     assert "Usage" in probe.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fibo_soap/__init__.py imports FiboClient eagerly (codec → lxml, structlog, "
-    "phonenumbers, urllib3); a lazy __getattr__ there would fix it",
-)
 def test_help_imports_no_lxml() -> None:
     probe = subprocess.run(
         [sys.executable, "-c", HELP_PROBE], capture_output=True, text=True, check=True

@@ -26,3 +26,17 @@ class Protocol(_Protocol):
     def close(self) -> None:
         """Release what the protocol holds (not the shared transport)."""
         ...
+
+
+class AsyncProtocol(_Protocol):
+    """``Protocol`` for AsyncFiboClient: the same call, awaited."""
+
+    name: str
+
+    async def call(self, op: Operation, params: Mapping[str, str]) -> str:
+        """The method's result text (``<MethodResult>`` or the ``<string>`` body)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the protocol holds (not the shared transport)."""
+        ...

@@ -1,15 +1,22 @@
-"""ASMX's HTTP GET and HTTP POST protocols: ``/Service.asmx/<Method>`` with form-encoded fields."""
+"""ASMX's HTTP GET and HTTP POST protocols: ``/Service.asmx/<Method>`` with form-encoded fields.
+
+``AsmxHttpProtocol`` sends through ``HttpTransport``, ``AsyncAsmxHttpProtocol`` through
+``AsyncHttpTransport``; the request they make and the reading of the answer are written once.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlencode
 
 from fibo_soap import codec
 from fibo_soap.errors import AsmxError, HttpStatusError, ProtocolError
 from fibo_soap.operations import Operation
 from fibo_soap.protocols.transport import HttpTransport, Response
+
+if TYPE_CHECKING:
+    from fibo_soap.protocols.async_transport import AsyncHttpTransport
 
 #: Past this length a GET URL risks being cut by proxies and servers (IIS, ASP.NET defaults).
 MAX_GET_URL = 2000
@@ -26,14 +33,11 @@ def form_fields(op: Operation, params: Mapping[str, str]) -> str:
     return urlencode([(name, params.get(name) or "") for name in op.params])
 
 
-class AsmxHttpProtocol:
-    """Calls a method over HTTP GET or POST and returns the text inside ``<string>``."""
+class AsmxForm:
+    """What both ASMX GET/POST protocols share: the endpoint, the verb, the request of a call."""
 
-    def __init__(
-        self, transport: HttpTransport, endpoint: str, verb: Literal["get", "post"]
-    ) -> None:
+    def __init__(self, endpoint: str, verb: Literal["get", "post"]) -> None:
         self.name: str = verb
-        self._transport = transport
         self.endpoint = endpoint.rstrip("/")
         self._verb = verb
 
@@ -41,19 +45,52 @@ class AsmxHttpProtocol:
         """The length the GET URL of this call would have."""
         return len(self.endpoint) + len(op.name) + 2 + len(form_fields(op, params))
 
-    def call(self, op: Operation, params: Mapping[str, str]) -> str:
-        """The result text of ``op`` over HTTP GET or POST."""
+    def _request(
+        self, op: Operation, params: Mapping[str, str]
+    ) -> tuple[str, str, bytes | None, dict[str, str] | None]:
+        """The method, URL, body and headers of a call of ``op``."""
         url = f"{self.endpoint}/{op.name}"
         fields = form_fields(op, params)
         if self._verb == "get":
-            response = self._transport.request("GET", f"{url}?{fields}" if fields else url)
-        else:
-            response = self._transport.request(
-                "POST", url, body=fields.encode("ascii"), headers={"Content-Type": _FORM}
-            )
+            return "GET", f"{url}?{fields}" if fields else url, None, None
+        return "POST", url, fields.encode("ascii"), {"Content-Type": _FORM}
+
+
+class AsmxHttpProtocol(AsmxForm):
+    """Calls a method over HTTP GET or POST and returns the text inside ``<string>``."""
+
+    def __init__(
+        self, transport: HttpTransport, endpoint: str, verb: Literal["get", "post"]
+    ) -> None:
+        super().__init__(endpoint, verb)
+        self._transport = transport
+
+    def call(self, op: Operation, params: Mapping[str, str]) -> str:
+        """The result text of ``op`` over HTTP GET or POST."""
+        method, url, body, headers = self._request(op, params)
+        response = self._transport.request(method, url, body=body, headers=headers)
         return read_http_answer(response, self._transport.max_response_bytes)
 
     def close(self) -> None:
+        """Nothing of its own to release: the transport is the client's."""
+
+
+class AsyncAsmxHttpProtocol(AsmxForm):
+    """``AsmxHttpProtocol`` for AsyncFiboClient, over ``AsyncHttpTransport``."""
+
+    def __init__(
+        self, transport: AsyncHttpTransport, endpoint: str, verb: Literal["get", "post"]
+    ) -> None:
+        super().__init__(endpoint, verb)
+        self._transport = transport
+
+    async def call(self, op: Operation, params: Mapping[str, str]) -> str:
+        """The result text of ``op`` over HTTP GET or POST."""
+        method, url, body, headers = self._request(op, params)
+        response = await self._transport.request(method, url, body=body, headers=headers)
+        return read_http_answer(response, self._transport.max_response_bytes)
+
+    async def aclose(self) -> None:
         """Nothing of its own to release: the transport is the client's."""
 
 
@@ -73,6 +110,14 @@ def read_http_answer(response: Response, max_bytes: int) -> str:
         text = response.content.decode("utf-8", "replace").strip()
         reason = text.splitlines()[0] if text else "HTTP 500"
         raise AsmxError(reason[:300], excerpt=codec.excerpt(text), status=500)
+    if 200 <= response.status < 300:
+        # A success status without ASMX's answer (204 from a proxy, say): the request went
+        # through, so it is not an error status that proves the method did not run.
+        raise ProtocolError(
+            f"HTTP {response.status} is not an ASMX answer",
+            excerpt=codec.excerpt(response.content),
+            status=response.status,
+        )
     raise HttpStatusError(
         f"HTTP {response.status} ({response.media_type or 'no content type'}): "
         f"{codec.excerpt(response.content, 120)}",

@@ -25,6 +25,7 @@ from urllib3.exceptions import (
 
 from fibo_soap.errors import (
     ConnectError,
+    FiboError,
     ResponseTooLargeError,
     TimeoutError,
     TransportError,
@@ -32,6 +33,8 @@ from fibo_soap.errors import (
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
+
+_CHUNK = 64 * 1024
 
 #: The time.perf_counter() by which the current call must be over, or None. Set by resilience for
 #: the length of one call (a context variable, so threads sharing a client do not share it): a
@@ -51,6 +54,87 @@ class Response:
     def media_type(self) -> str:
         """The Content-Type without parameters, lower case ('' when absent)."""
         return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+# --- what every transport shares (this one over urllib3, AsyncHttpTransport over httpx) ---------
+
+
+def time_left(longest: float) -> float | None:
+    """The seconds a request may take under the call's deadline (``call_deadline``) when they are
+    fewer than ``longest``, the most it takes anyway; None when the deadline is further or unset.
+
+    TimeoutError (nothing sent) when the deadline has passed.
+    """
+    deadline = call_deadline.get()
+    if deadline is None:
+        return None
+    left = deadline - time.perf_counter()
+    if left <= 0:
+        raise TimeoutError("the call's deadline passed before this request", request_sent=False)
+    return left if left < longest else None
+
+
+def connect_error(reason: str) -> ConnectError:
+    """The connection could not be made (refused, timed out, proxy refused): nothing was sent."""
+    return ConnectError(f"cannot connect: {reason}")
+
+
+def timeout_error(*, reading: bool = False) -> TimeoutError:
+    """No answer, or no more of it, within the read timeout."""
+    if reading:
+        return TimeoutError("the answer stopped arriving within the read timeout")
+    return TimeoutError("no answer within the read timeout")
+
+
+def broken_error(reason: str, *, reading: bool = False) -> TransportError:
+    """The connection failed after the request may have gone out."""
+    return TransportError(f"connection failed{' while reading' if reading else ''}: {reason}")
+
+
+class BoundedBody:
+    """An answer's bytes as they arrive, within the size bound and the time it has.
+
+    ResponseTooLargeError once more than ``limit`` bytes are declared or received (decoded bytes:
+    gzip counts as what it unpacks to); TimeoutError when the answer is not whole by ``stop`` (a
+    ``time.perf_counter()``): the read timeout bounds each wait for bytes, so a server that drips a
+    byte at a time could otherwise hold a call forever.
+    """
+
+    __slots__ = ("_chunks", "_limit", "_size", "_status", "_stop")
+
+    def __init__(self, status: int, headers: Mapping[str, str], limit: int, stop: float) -> None:
+        declared = headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ResponseTooLargeError(
+                f"answer of {declared} bytes exceeds the bound of {limit} bytes", status=status
+            )
+        self._status = status
+        self._limit = limit
+        self._stop = stop
+        self._size = 0
+        self._chunks: list[bytes] = []
+
+    def add(self, chunk: bytes) -> None:
+        """Take the next piece of the answer."""
+        self._size += len(chunk)
+        if self._size > self._limit:
+            raise ResponseTooLargeError(
+                f"answer exceeds the bound of {self._limit} bytes", status=self._status
+            )
+        self._chunks.append(chunk)
+        if time.perf_counter() > self._stop:
+            raise TimeoutError(
+                "the answer did not arrive whole within the call's time "
+                f"({self._size} bytes so far)"
+            )
+
+    def room(self) -> int:
+        """How many more bytes may come before the bound is passed (and one more, to pass it)."""
+        return max(1, self._limit - self._size + 1)
+
+    def content(self) -> bytes:
+        """The answer's bytes."""
+        return b"".join(self._chunks)
 
 
 class HttpTransport:
@@ -102,8 +186,17 @@ class HttpTransport:
         headers: Mapping[str, str] | None = None,
     ) -> Response:
         """The answer to one request; raises ConnectError, TimeoutError or TransportError."""
-        deadline = call_deadline.get()
-        timeout = self._timeout if deadline is None else self._within(deadline)
+        left = time_left(self.longest)
+        if left is None:
+            timeout, stop = self._timeout, time.perf_counter() + self.longest
+        else:
+            timeout = urllib3.Timeout(
+                connect=self._timeout.connect_timeout, read=self._timeout.read_timeout, total=left
+            )
+            stop = time.perf_counter() + left
+        # Errors are raised after the except blocks: raised inside one, they would keep urllib3's
+        # exception as their __context__, and its ``url`` holds a GET's query: the password.
+        error: FiboError
         try:
             raw = self._manager(url).request(
                 method,
@@ -115,46 +208,36 @@ class HttpTransport:
                 timeout=timeout,
             )
         except (NewConnectionError, ConnectTimeoutError, ProxyError) as exc:
-            raise ConnectError(f"cannot connect: {_reason(exc)}") from None
+            error = connect_error(_reason(exc))
         except ReadTimeoutError:
-            raise TimeoutError("no answer within the read timeout") from None
+            error = timeout_error()
         except HTTPError as exc:
-            raise TransportError(f"connection failed: {_reason(exc)}") from None
+            error = broken_error(_reason(exc))
+        else:
+            try:
+                return Response(raw.status, raw.headers, self._read(raw, stop))
+            finally:
+                raw.release_conn()
+        raise error
+
+    def _read(self, raw: urllib3.BaseHTTPResponse, stop: float) -> bytes:
+        error: FiboError  # raised after the except blocks, as in request()
         try:
-            return Response(raw.status, raw.headers, self._read(raw))
-        finally:
-            raw.release_conn()
-
-    def _within(self, deadline: float) -> urllib3.Timeout:
-        left = deadline - time.perf_counter()
-        if left <= 0:
-            raise TimeoutError("the call's deadline passed before this request", request_sent=False)
-        if left >= self.longest:
-            return self._timeout
-        return urllib3.Timeout(
-            connect=self._timeout.connect_timeout, read=self._timeout.read_timeout, total=left
-        )
-
-    def _read(self, raw: urllib3.BaseHTTPResponse) -> bytes:
-        limit = self.max_response_bytes
-        declared = raw.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
+            body = BoundedBody(raw.status, raw.headers, self.max_response_bytes, stop)
+            # read1: whatever one read of the socket gives, so that the time is checked between
+            # reads (read(n) waits for all n bytes).
+            while chunk := raw.read1(_CHUNK):
+                body.add(chunk)
+        except FiboError:
             raw.close()
-            raise ResponseTooLargeError(
-                f"answer of {declared} bytes exceeds the bound of {limit} bytes", status=raw.status
-            )
-        try:
-            data = raw.read(limit + 1)
+            raise
         except ReadTimeoutError:
-            raise TimeoutError("the answer stopped arriving within the read timeout") from None
+            error = timeout_error(reading=True)
         except HTTPError as exc:
-            raise TransportError(f"connection failed while reading: {_reason(exc)}") from None
-        if len(data) > limit:
-            raw.close()
-            raise ResponseTooLargeError(
-                f"answer exceeds the bound of {limit} bytes", status=raw.status
-            )
-        return data
+            error = broken_error(_reason(exc), reading=True)
+        else:
+            return body.content()
+        raise error
 
     def close(self) -> None:
         """Close every pooled connection."""
