@@ -87,7 +87,12 @@ def _body_bytes(body: object) -> bytes:
         return body.encode("utf-8")
     if isinstance(body, bytes | bytearray | memoryview):
         return bytes(body)
-    # VCR.py keeps file and iterator bodies as such; FIBO's requests are plain bytes.
+    if isinstance(body, Iterable):
+        # VCR.py hands back a fresh iterator over the recorded chunks on every access.
+        return b"".join(
+            chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk) for chunk in body
+        )
+    # A file body and the like: FIBO's requests are plain bytes, so this is never one of ours.
     return repr(body).encode("utf-8")
 
 
