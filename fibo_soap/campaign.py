@@ -16,11 +16,14 @@ run, a message that reached the gateway is found there whatever the journal miss
 How the pieces fit: :class:`SendPlan` decides everything (what to read, which chunk goes next under
 the balance, what an answer means, what the journal records) and does no network I/O; a
 :class:`Gateway` does the network I/O (:class:`ClientGateway` over a FiboClient); ``send_many``
-drives the two with threads. An asyncio driver can reuse the plan and the journal as they are.
+drives the two with threads (:class:`Sending`). ``send_many_async`` (``AsyncFiboClient.send_many``)
+drives the same plan and journal with asyncio tasks (:class:`AsyncSending` over an
+:class:`AsyncGateway`); the look-ups of a resume are one flow (``_resolve_flow``) run either way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import hashlib
@@ -32,14 +35,22 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, TypeVar, cast, runtime_checkable
 
 from fibo_soap import phone as phones
 from fibo_soap import text as texts
@@ -54,11 +65,13 @@ from fibo_soap.models import BatchReceipt, Message, SmsStatus, SmsStatusRow
 from fibo_soap.operations import MAX_MESSAGE_CHARS, TEST_SERVICE_TYPE
 
 if TYPE_CHECKING:
-    from fibo_soap.client import FiboClient
+    from fibo_soap.client import AsyncFiboClient, FiboClient, _Client
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_CONCURRENCY",
+    "AsyncGateway",
+    "AsyncSending",
     "Campaign",
     "ClientGateway",
     "CsvSource",
@@ -73,8 +86,11 @@ __all__ = [
     "SendPlan",
     "Sending",
     "Summary",
+    "aresolve",
     "reconcile",
+    "resolve",
     "send_many",
+    "send_many_async",
     "summarize",
 ]
 
@@ -90,6 +106,8 @@ DEFAULT_SETTLE: Final = 2.0
 MAX_CHUNK_SIZE: Final = 10_000
 
 _SCHEMA_VERSION: Final = 1
+
+T = TypeVar("T")
 
 
 # --- outcomes ----------------------------------------------------------------------------------
@@ -643,7 +661,8 @@ def _digest(phone: str, body: str) -> bytes:
 class Gateway(Protocol):
     """The network side of a campaign: three calls, each blocking, each raising FiboError.
 
-    An asyncio twin has the same three as coroutines; the plan and the journal do not change.
+    :class:`AsyncGateway` has the same three as coroutines; the plan and the journal do not
+    change.
     """
 
     def balance(self) -> int | None:
@@ -659,14 +678,15 @@ class Gateway(Protocol):
         ...
 
 
-class ClientGateway:
-    """A Gateway over a FiboClient: SendSMSWithMultiMessage (SendBulkSMS with ``bulk``),
-    GetSMSStatus, GetClientBalance. The client's own retries, fallback and look-ups apply to
-    every call. ``check_balance=False``, and the free test service type, put no limit."""
+class _GatewayOptions:
+    """What ClientGateway and AsyncGateway share: the options, and what each call means. The
+    two differ only in whether they await the client's methods."""
+
+    client: _Client[Any]
 
     def __init__(
         self,
-        client: FiboClient,
+        client: Any,
         *,
         service_type: str | int | None = None,
         sender_name: str | None = None,
@@ -679,25 +699,102 @@ class ClientGateway:
         self.bulk = bulk
         self.check_balance = check_balance
 
-    def balance(self) -> int | None:
+    def _limited(self) -> bool:
+        """True when the balance is to be read: checked, and not the free test service type."""
         chosen = self.service_type or self.client.service_type
-        if not self.check_balance or chosen == TEST_SERVICE_TYPE:
+        return self.check_balance and chosen != TEST_SERVICE_TYPE
+
+    def _send_call(self, messages: Sequence[Message]) -> tuple[str, dict[str, Any]]:
+        """The client method that sends a chunk, and its keyword arguments."""
+        if self.bulk:
+            return "send_bulk_sms", {"service_type": self.service_type}
+        return "send_multi_message", {
+            "sender_name": self.sender_name,
+            "service_type": self.service_type,
+        }
+
+    def _receipt(self, messages: Sequence[Message], answer: Any) -> BatchReceipt:
+        """The receipt of a chunk from the client's answer (SendBulkSMS answers with no GUIDs:
+        the whole chunk is taken)."""
+        if self.bulk:
+            return BatchReceipt(accepted=tuple(m.guid or "" for m in messages), rejected=())
+        assert isinstance(answer, BatchReceipt)
+        return answer
+
+
+class ClientGateway(_GatewayOptions):
+    """A Gateway over a FiboClient: SendSMSWithMultiMessage (SendBulkSMS with ``bulk``),
+    GetSMSStatus, GetClientBalance. The client's own retries, fallback and look-ups apply to
+    every call. ``check_balance=False``, and the free test service type, put no limit."""
+
+    client: FiboClient
+
+    def __init__(
+        self,
+        client: FiboClient,
+        *,
+        service_type: str | int | None = None,
+        sender_name: str | None = None,
+        bulk: bool = False,
+        check_balance: bool = True,
+    ) -> None:
+        super().__init__(
+            client,
+            service_type=service_type,
+            sender_name=sender_name,
+            bulk=bulk,
+            check_balance=check_balance,
+        )
+
+    def balance(self) -> int | None:
+        if not self._limited():
             return None
         return self.client.get_balance(self.service_type)
 
     def send(self, messages: Sequence[Message]) -> BatchReceipt:
-        if self.bulk:
-            self.client.send_bulk_sms(messages, service_type=self.service_type)
-            return BatchReceipt(accepted=tuple(m.guid or "" for m in messages), rejected=())
-        return self.client.send_multi_message(
-            messages, sender_name=self.sender_name, service_type=self.service_type
-        )
+        name, options = self._send_call(messages)
+        return self._receipt(messages, getattr(self.client, name)(messages, **options))
 
     def lookup(self, guids: Sequence[str]) -> list[SmsStatusRow]:
         return self.client.get_sms_status(guids)
 
 
-def message_check(client: FiboClient) -> Callable[[str, str], str | None]:
+class AsyncGateway(_GatewayOptions):
+    """ClientGateway's twin over an AsyncFiboClient: the same three calls, awaited."""
+
+    client: AsyncFiboClient
+
+    def __init__(
+        self,
+        client: AsyncFiboClient,
+        *,
+        service_type: str | int | None = None,
+        sender_name: str | None = None,
+        bulk: bool = False,
+        check_balance: bool = True,
+    ) -> None:
+        super().__init__(
+            client,
+            service_type=service_type,
+            sender_name=sender_name,
+            bulk=bulk,
+            check_balance=check_balance,
+        )
+
+    async def balance(self) -> int | None:
+        if not self._limited():
+            return None
+        return await self.client.get_balance(self.service_type)
+
+    async def send(self, messages: Sequence[Message]) -> BatchReceipt:
+        name, options = self._send_call(messages)
+        return self._receipt(messages, await getattr(self.client, name)(messages, **options))
+
+    async def lookup(self, guids: Sequence[str]) -> list[SmsStatusRow]:
+        return await self.client.get_sms_status(guids)
+
+
+def message_check(client: FiboClient | AsyncFiboClient) -> Callable[[str, str], str | None]:
     """A check of one message exactly as ``client`` checks a send: None when it would go out,
     else why not. (Phone normalization and text preparation with the client's ``region``,
     ``wire_format``, ``accents`` and ``max_parts``.)"""
@@ -1116,21 +1213,54 @@ def _state_for(status: SmsStatus | None) -> JournalState:
     return JournalState.DELIVERED if status is SmsStatus.SENT_SUCCESS else JournalState.FAILED
 
 
-def resolve(
-    journal: Journal,
-    gateway: Gateway,
-    *,
-    settle: float = DEFAULT_SETTLE,
-    sleep: Callable[[float], None] = time.sleep,
-    batch_size: int = LOOKUP_BATCH,
-) -> tuple[int, int]:
-    """Look up every row a previous run left ``submitted`` or ``ambiguous``: found ones become
-    accepted, absent ones ``queued`` (certainly not taken; the next run sends them). Waits until
-    ``settle`` seconds after the last of them was written first, as a request the dead process
-    sent may still be running on the server. GetSMSStatus failing raises, and leaves them open.
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    """A step of a look-up flow: wait ``seconds``."""
 
-    Returns ``(asked, absent)``.
-    """
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """A step of a look-up flow: ask GetSMSStatus about ``guids``; the flow gets the rows."""
+
+    guids: Sequence[str]
+
+
+#: A look-up flow: yields its waits and look-ups (no I/O of its own), is sent the rows of each
+#: look-up, and returns its result. ``_drive`` runs one with blocking calls, ``_adrive`` awaited.
+_Flow = Generator[_Wait | _Lookup, list[SmsStatusRow] | None, T]
+
+
+def _drive(flow: _Flow[T], gateway: Gateway, sleep: Callable[[float], None]) -> T:
+    try:
+        step = next(flow)
+        while True:
+            if isinstance(step, _Wait):
+                sleep(step.seconds)
+                step = flow.send(None)
+            else:
+                step = flow.send(gateway.lookup(step.guids))
+    except StopIteration as stop:
+        return cast(T, stop.value)
+
+
+async def _adrive(flow: _Flow[T], gateway: AsyncGateway) -> T:
+    try:
+        step = next(flow)
+        while True:
+            if isinstance(step, _Wait):
+                await asyncio.sleep(step.seconds)
+                step = flow.send(None)
+            else:
+                step = flow.send(await gateway.lookup(step.guids))
+    except StopIteration as stop:
+        return cast(T, stop.value)
+
+
+def _resolve_flow(
+    journal: Journal, *, settle: float, batch_size: int = LOOKUP_BATCH
+) -> _Flow[tuple[int, int]]:
     open_states = (JournalState.SUBMITTED, JournalState.AMBIGUOUS)
     last = journal.last_update(open_states)
     if last is None:
@@ -1139,11 +1269,11 @@ def resolve(
         return 0, 0  # SendBulkSMS carries no GUIDs: nothing can be looked up
     wait_for = last + settle - time.time()
     if wait_for > 0:
-        sleep(wait_for)
+        yield _Wait(wait_for)
     asked = absent = 0
     for batch in journal.batches(open_states, batch_size):
-        rows = gateway.lookup([guid for _, guid in batch])
-        status = {row.guid: row.status for row in rows if row.guid}
+        rows = yield _Lookup([guid for _, guid in batch])
+        status = {row.guid: row.status for row in rows or () if row.guid}
         changes: list[tuple[int, JournalState, int | None]] = []
         gone: list[tuple[int, JournalState, int | None, str | None]] = []
         for idx, guid in batch:
@@ -1157,6 +1287,47 @@ def resolve(
         journal.found(changes, "found by GetSMSStatus after a stop")
         journal.update(gone)
     return asked, absent
+
+
+def _look_up_flow(guids: Sequence[str], *, settle: float) -> _Flow[frozenset[str]]:
+    # The client's own look-up could not settle these; one more, after the server has had
+    # time to finish, turns most of them into "taken" or "certainly not".
+    if settle:
+        yield _Wait(settle)
+    found: set[str] = set()
+    for start in range(0, len(guids), LOOKUP_BATCH):
+        rows = yield _Lookup(guids[start : start + LOOKUP_BATCH])
+        found.update(row.guid for row in rows or () if row.guid)
+    return frozenset(found)
+
+
+def resolve(
+    journal: Journal,
+    gateway: Gateway,
+    *,
+    settle: float = DEFAULT_SETTLE,
+    sleep: Callable[[float], None] = time.sleep,
+    batch_size: int = LOOKUP_BATCH,
+) -> tuple[int, int]:
+    """Look up every row a previous run left ``submitted`` or ``ambiguous``: found ones become
+    accepted, absent ones ``queued`` (certainly not taken; the next run sends them). Waits until
+    ``settle`` seconds after the last of them was written first, as a request the dead process
+    sent may still be running on the server. GetSMSStatus failing raises, and leaves them open.
+
+    Returns ``(asked, absent)``. (``aresolve`` is the same over an AsyncGateway.)
+    """
+    return _drive(_resolve_flow(journal, settle=settle, batch_size=batch_size), gateway, sleep)
+
+
+async def aresolve(
+    journal: Journal,
+    gateway: AsyncGateway,
+    *,
+    settle: float = DEFAULT_SETTLE,
+    batch_size: int = LOOKUP_BATCH,
+) -> tuple[int, int]:
+    """``resolve`` over an AsyncGateway: the same look-ups and journal updates, awaited."""
+    return await _adrive(_resolve_flow(journal, settle=settle, batch_size=batch_size), gateway)
 
 
 def reconcile(
@@ -1313,20 +1484,12 @@ class Sending:
             return ChunkResult(error=exc)
 
     def _look_up(self, guids: Sequence[str]) -> frozenset[str] | None:
-        # The client's own look-up could not settle these; one more, after the server has had
-        # time to finish, turns most of them into "taken" or "certainly not".
         if not guids:
             return None
-        if self.settle:
-            self.sleep(self.settle)
-        found: set[str] = set()
         try:
-            for start in range(0, len(guids), LOOKUP_BATCH):
-                rows = self.gateway.lookup(guids[start : start + LOOKUP_BATCH])
-                found.update(row.guid for row in rows if row.guid)
+            return _drive(_look_up_flow(guids, settle=self.settle), self.gateway, self.sleep)
         except FiboError:
             return None
-        return frozenset(found)
 
     def run(self) -> Summary:
         """Consume every outcome; the summary."""
@@ -1396,10 +1559,7 @@ def send_many(
     wait before a look-up may be believed when it says "absent". Nothing is sent until the first
     outcome is asked for.
     """
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InvalidInputError("concurrency must be a whole number ≥ 1", field="concurrency")
-    if settle < 0:
-        raise InvalidInputError("settle must not be negative", field="settle")
+    _check_options(concurrency, settle)
     gateway: Gateway
     check: Callable[[str, str], str | None] | None
     if isinstance(client, Gateway):
@@ -1416,6 +1576,53 @@ def send_many(
         )
         client_no = client.client_no
         check = message_check(client)
+    plan, book, owns = _prepare(
+        messages,
+        client_no=client_no,
+        check=check,
+        journal=journal,
+        campaign_id=campaign_id,
+        bulk=bulk,
+        chunk_size=chunk_size,
+    )
+
+    def start() -> None:
+        if book is not None:
+            resolve(book, gateway, settle=settle, sleep=sleep)
+        plan.budget = gateway.balance()
+        plan.summary.balance = plan.budget
+
+    return Sending(
+        plan,
+        gateway,
+        concurrency=concurrency,
+        settle=settle,
+        sleep=sleep,
+        journal=book,
+        owns_journal=owns,
+        resume=start,
+    )
+
+
+def _check_options(concurrency: int, settle: float) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise InvalidInputError("concurrency must be a whole number ≥ 1", field="concurrency")
+    if settle < 0:
+        raise InvalidInputError("settle must not be negative", field="settle")
+
+
+def _prepare(
+    messages: Iterable[Entry],
+    *,
+    client_no: str,
+    check: Callable[[str, str], str | None] | None,
+    journal: Journal | str | os.PathLike[str] | None,
+    campaign_id: str | None,
+    bulk: bool,
+    chunk_size: int,
+) -> tuple[SendPlan, Journal | None, bool]:
+    """The plan of a run, and its journal (opened, locked and bound) and whether the run owns
+    it: what both drivers start from."""
     owns = journal is not None and not isinstance(journal, Journal)
     book: Journal | None = (
         None if journal is None else journal if isinstance(journal, Journal) else Journal(journal)
@@ -1433,19 +1640,198 @@ def send_many(
         if book is not None:
             book.close() if owns else book.unlock()
         raise
+    return plan, book, owns
 
-    def start() -> None:
+
+# --- the asyncio driver ------------------------------------------------------------------------
+
+
+class AsyncSending:
+    """``Sending``'s asyncio twin (what ``AsyncFiboClient.send_many`` returns): ``async for``
+    it for the outcomes, as they come; ``summary`` counts them so far; ``await run()`` consumes
+    the rest and returns it; ``await aclose()`` (or leaving an ``async with`` block) waits for
+    the chunks in flight, records them, and sends nothing more. ``concurrency`` chunks go out at
+    once as tasks of the running loop; the plan, the journal and what every answer means are
+    those of ``send_many``.
+    """
+
+    def __init__(
+        self,
+        plan: SendPlan,
+        gateway: AsyncGateway,
+        *,
+        concurrency: int,
+        settle: float,
+        journal: Journal | None,
+        owns_journal: bool,
+        resume: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.gateway = gateway
+        self.concurrency = concurrency
+        self.settle = settle
+        self.journal = journal
+        self._owns_journal = owns_journal
+        self._resume = resume
+        self._flying: dict[asyncio.Task[ChunkResult], Chunk] = {}
+        self._started: float | None = None
+        self._closed = False
+
+    @property
+    def summary(self) -> Summary:
+        """The counts so far (final once iteration ended)."""
+        summary = self.plan.summary
+        if self._started is not None:
+            summary.elapsed = time.perf_counter() - self._started
+        return summary
+
+    def __aiter__(self) -> AsyncSending:
+        return self
+
+    async def __anext__(self) -> Outcome:
+        plan = self.plan
+        if self._started is None:
+            self._started = time.perf_counter()
+            try:
+                if self._resume is not None:
+                    await self._resume()
+            except BaseException:
+                await self.aclose()
+                raise
+        while True:
+            if plan.ready:
+                return plan.ready.popleft()
+            if self._closed or (plan.finished and not self._flying):
+                await self.aclose()
+                raise StopAsyncIteration
+            try:
+                await self._step()
+            except BaseException:
+                await self.aclose()
+                raise
+
+    async def _step(self) -> None:
+        plan = self.plan
+        for chunk in plan.advance(self.concurrency - len(self._flying)):
+            self._flying[asyncio.create_task(self._send(chunk))] = chunk
+        if plan.ready or not self._flying:
+            return
+        done, _ = await asyncio.wait(list(self._flying), return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            chunk = self._flying.pop(task)
+            plan.complete(chunk, task.result())
+
+    async def _send(self, chunk: Chunk) -> ChunkResult:
+        try:
+            return ChunkResult(receipt=await self.gateway.send(chunk.messages()))
+        except AmbiguousSendError as exc:
+            return ChunkResult(error=exc, found=await self._look_up(exc.guids))
+        except Exception as exc:  # noqa: BLE001 - the plan decides what every failure means
+            return ChunkResult(error=exc)
+
+    async def _look_up(self, guids: Sequence[str]) -> frozenset[str] | None:
+        if not guids:
+            return None
+        try:
+            return await _adrive(_look_up_flow(guids, settle=self.settle), self.gateway)
+        except FiboError:
+            return None
+
+    async def run(self) -> Summary:
+        """Consume every outcome; the summary."""
+        async for _ in self:
+            pass
+        return self.summary
+
+    async def aclose(self) -> None:
+        """Wait for the chunks in flight, record them, send nothing more; release the journal."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for task in list(self._flying):
+                chunk = self._flying.pop(task)
+                # A cancelled caller still waits for what is on the wire: its fate is recorded.
+                result = await asyncio.shield(task)
+                self.plan.complete(chunk, result)
+        finally:
+            if self._started is not None:
+                self.plan.summary.elapsed = time.perf_counter() - self._started
+            if self.journal is not None:
+                if self._owns_journal:
+                    self.journal.close()
+                else:
+                    self.journal.unlock()
+
+    async def __aenter__(self) -> AsyncSending:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def send_many_async(
+    client: AsyncFiboClient | AsyncGateway,
+    messages: Iterable[Entry],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    journal: Journal | str | os.PathLike[str] | None = None,
+    campaign_id: str | None = None,
+    service_type: str | int | None = None,
+    sender_name: str | None = None,
+    bulk: bool = False,
+    check_balance: bool = True,
+    settle: float = DEFAULT_SETTLE,
+) -> AsyncSending:
+    """``send_many`` over an AsyncFiboClient (or an AsyncGateway): the same arguments, GUIDs,
+    journal, resume and outcomes, with ``concurrency`` requests in flight as asyncio tasks.
+    ``async for`` the result (in the loop the client belongs to). Nothing is sent until the
+    first outcome is asked for.
+    """
+    _check_options(concurrency, settle)
+    gateway: AsyncGateway
+    check: Callable[[str, str], str | None] | None
+    if isinstance(client, AsyncGateway):
+        gateway = client
+        client_no = str(getattr(client.client, "client_no", "") or "")
+        check = message_check(client.client)
+    else:
+        gateway = AsyncGateway(
+            client,
+            service_type=service_type,
+            sender_name=sender_name,
+            bulk=bulk,
+            check_balance=check_balance,
+        )
+        client_no = client.client_no
+        check = message_check(client)
+    plan, book, owns = _prepare(
+        messages,
+        client_no=client_no,
+        check=check,
+        journal=journal,
+        campaign_id=campaign_id,
+        bulk=bulk,
+        chunk_size=chunk_size,
+    )
+
+    async def start() -> None:
         if book is not None:
-            resolve(book, gateway, settle=settle, sleep=sleep)
-        plan.budget = gateway.balance()
+            await aresolve(book, gateway, settle=settle)
+        plan.budget = await gateway.balance()
         plan.summary.balance = plan.budget
 
-    return Sending(
+    return AsyncSending(
         plan,
         gateway,
         concurrency=concurrency,
         settle=settle,
-        sleep=sleep,
         journal=book,
         owns_journal=owns,
         resume=start,

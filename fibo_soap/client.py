@@ -78,6 +78,7 @@ from fibo_soap.protocols.transport import (
 from fibo_soap.resilience import AsyncCaller, BaseCaller, Caller, Plan, Rebuild, RetryPolicy
 
 if TYPE_CHECKING:
+    from fibo_soap.campaign import AsyncSending, Journal, Sending
     from fibo_soap.protocols.async_transport import AsyncHttpTransport
 
 #: FIBO's production endpoint.
@@ -838,6 +839,40 @@ class FiboClient(_Client[Caller]):
             proto.close()
         self._transport.close()
 
+    def send_many(
+        self,
+        messages: Iterable[Any],
+        *,
+        chunk_size: int = 500,
+        concurrency: int = 4,
+        journal: Journal | str | os.PathLike[str] | None = None,
+        campaign_id: str | None = None,
+        service_type: str | int | None = None,
+        sender_name: str | None = None,
+        bulk: bool = False,
+        check_balance: bool = True,
+        settle: float = 2.0,
+    ) -> Sending:
+        """Send ``messages`` as a campaign: chunks of ``chunk_size`` through
+        SendSMSWithMultiMessage (SendBulkSMS with ``bulk``), ``concurrency`` at a time, with an
+        optional crash-safe ``journal``; iterate the result for one Outcome per message.
+        See ``fibo_soap.campaign.send_many``."""
+        from fibo_soap.campaign import send_many
+
+        return send_many(
+            self,
+            messages,
+            chunk_size=chunk_size,
+            concurrency=concurrency,
+            journal=journal,
+            campaign_id=campaign_id,
+            service_type=service_type,
+            sender_name=sender_name,
+            bulk=bulk,
+            check_balance=check_balance,
+            settle=settle,
+        )
+
     def _call(
         self,
         name: str,
@@ -908,6 +943,41 @@ class AsyncFiboClient(_Client[AsyncCaller]):
         for proto in self._owned():
             await proto.aclose()
         await self._transport.aclose()
+
+    def send_many(
+        self,
+        messages: Iterable[Any],
+        *,
+        chunk_size: int = 500,
+        concurrency: int = 4,
+        journal: Journal | str | os.PathLike[str] | None = None,
+        campaign_id: str | None = None,
+        service_type: str | int | None = None,
+        sender_name: str | None = None,
+        bulk: bool = False,
+        check_balance: bool = True,
+        settle: float = 2.0,
+    ) -> AsyncSending:
+        """Send ``messages`` as a campaign: chunks of ``chunk_size`` through
+        SendSMSWithMultiMessage (SendBulkSMS with ``bulk``), ``concurrency`` at a time, with an
+        optional crash-safe ``journal``; ``async for`` the result for one Outcome per message
+        (it is not awaited itself; ``await result.run()`` gives the summary). The requests go
+        out as tasks of the running loop. See ``fibo_soap.campaign.send_many``."""
+        from fibo_soap.campaign import send_many_async
+
+        return send_many_async(
+            self,
+            messages,
+            chunk_size=chunk_size,
+            concurrency=concurrency,
+            journal=journal,
+            campaign_id=campaign_id,
+            service_type=service_type,
+            sender_name=sender_name,
+            bulk=bulk,
+            check_balance=check_balance,
+            settle=settle,
+        )
 
     async def _call(
         self,
