@@ -36,7 +36,7 @@ function setup(thread)
 end
 request = function()
   counter = counter + 1
-  local guid = "soap-" .. thread_id .. "-" .. counter
+  local guid = "soap-RUN-" .. thread_id .. "-" .. counter
   local body = '<?xml version="1.0" encoding="utf-8"?>'
     .. '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
     .. '<soap:Body><SendSMS xmlns="NAMESPACE">'
@@ -62,7 +62,7 @@ request = function()
   counter = counter + 1
   return wrk.format("GET", "/Service.asmx/SendSMS?clientNo=CL0001&clientPass=PASSWORD"
     .. "&phoneNumber=" .. string.format("090%06d9", counter % 1000000)
-    .. "&smsMessage=Ma+OTP+123456&smsGUID=get-" .. thread_id .. "-"
+    .. "&smsMessage=Ma+OTP+123456&smsGUID=get-RUN-" .. thread_id .. "-"
     .. counter .. "&serviceType=1")
 end
 """
@@ -121,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.sqlite"
-        scripts = {}
-        for name, lua in (("soap", _SOAP_LUA), ("get", _GET_LUA)):
-            path = Path(tmp) / f"{name}.lua"
-            path.write_text(lua.replace("NAMESPACE", namespace).replace("PASSWORD", PASSWORD))
-            scripts[name] = path
+        scripts: dict[tuple[str, int], Path] = {}
+        for run in range(args.runs):
+            # Each run is a new wrk whose counters start again: the run number keeps GUIDs apart.
+            for name, lua in (("soap", _SOAP_LUA), ("get", _GET_LUA)):
+                path = Path(tmp) / f"{name}-{run}.lua"
+                text = lua.replace("NAMESPACE", namespace).replace("PASSWORD", PASSWORD)
+                path.write_text(text.replace("RUN", str(run)))
+                scripts[name, run] = path
         code = (
             "from fibo_soap.emulator import serve;"
             f"serve(port={port}, db={str(db)!r}, client_pass={PASSWORD!r}, delivery_delay=0,"
@@ -148,14 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             rates: dict[str, list[float]] = {"hello": [], "get": [], "soap11": []}
             sent = 0
             failures = 0
-            for _ in range(args.runs):
+            for run in range(args.runs):
                 # Interleaved, so drift in the machine's state affects all three alike.
                 rate, _total, failed = _wrk(
                     f"{base}/_emulator/hello", None, args.seconds, args.connections
                 )
                 rates["hello"].append(rate)
                 failures += failed
-                for key, script in (("get", scripts["get"]), ("soap11", scripts["soap"])):
+                for key, script in (("get", scripts["get", run]), ("soap11", scripts["soap", run])):
                     rate, total, failed = _wrk(base, script, args.seconds, args.connections)
                     rates[key].append(rate)
                     sent += total
