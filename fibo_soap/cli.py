@@ -2190,6 +2190,16 @@ def emulator(
             show_default=False,
         ),
     ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file",
+            help="Seed the account with the password in this file (default: a generated one).",
+            dir_okay=False,
+            exists=True,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a local FIBO service (all four protocols) until interrupted."""
     try:
@@ -2201,6 +2211,8 @@ def emulator(
     options: dict[str, Any] = {}
     if delivery_delay is not None:
         options["delivery_delay"] = delivery_delay
+    if password_file is not None:
+        options["client_pass"] = password_file.read_text(encoding="utf-8").strip()
     cast(Any, serve)(host=host, port=port, db=db, **options)
 
 
