@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/fibo-sms demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check fibo_soap tests bench
-	$(BIN)/ruff format --check fibo_soap tests bench
+	$(BIN)/ruff check fibo_soap tests bench fuzz
+	$(BIN)/ruff format --check fibo_soap tests bench fuzz
 
 types: $(STAMP)
 	$(BIN)/mypy fibo_soap
@@ -29,6 +29,14 @@ test: lint types unit
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# Coverage-guided fuzzing (atheris) of the response decoder, the SOAP answer path (zeep included)
+# and the emulator's request parser: FUZZ_TIME seconds per target. Not part of `make test`; what
+# it finds lands in tests/fuzz_regressions/, which `make test` replays.
+FUZZ_TIME ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,fuzz]'
+	$(BIN)/python fuzz/run.py --time $(FUZZ_TIME)
 
 record: $(STAMP)
 	$(BIN)/pytest --record-mode=rewrite -q tests/test_cassettes.py

@@ -43,6 +43,8 @@ TEXT = "text/plain; charset=utf-8"
 # letter, "!", "/" or "?", or "&#". A "<" before a digit or a space ("1 < 2") passes.
 _DANGEROUS = re.compile(r"<[A-Za-z!/?]|&#")
 _TRANSPORT_KEY = "fibo.transport"
+# What XML 1.0 cannot carry (outside its Char production): a form or query value may hold it.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,8 @@ class EmulatorApp:
 
     async def _asmx(self, request: Request) -> Response:
         if request.method == "GET":
-            if request.url.query.lower() == "wsdl":
+            # The raw bytes: Starlette's request.url decodes them as UTF-8 and raises on others.
+            if _query(request).lower() == b"wsdl":
                 address = str(request.url.replace(query="")).rstrip("?")
                 return Response(wsdl.wsdl_with_address(address), media_type=XML)
             return Response(_help_page(), media_type="text/html; charset=utf-8")
@@ -150,7 +153,7 @@ class EmulatorApp:
             )
         protocol = "get" if request.method == "GET" else "post"
         if protocol == "get":
-            raw = request.url.query.encode("latin-1", "replace")
+            raw = _query(request)
             if len(raw) > MAX_QUERY_BYTES:
                 return PlainTextResponse("The request URL is too long.", 414)
             body = b""
@@ -170,6 +173,15 @@ class EmulatorApp:
         except (UnicodeDecodeError, ValueError):
             return _asmx_error("System.ArgumentException: Invalid character in the request.")
         fields = dict(pairs)
+        for value in fields.values():
+            bad = _NOT_XML.search(value)
+            if bad is not None:
+                # The value would be stored, then break every XML answer that shows it (the
+                # sent lists): refused as .NET's XmlWriter refuses such a character.
+                return _asmx_error(
+                    f"System.ArgumentException: hexadecimal value 0x{ord(bad.group()):02X}, "
+                    "is an invalid character."
+                )
         for name_ in op.params:
             if name_ not in fields:
                 return _asmx_error(
@@ -385,6 +397,11 @@ async def _abort(request: Request) -> None:
     # it does makes uvicorn take the drop for an app that forgot to answer: it logs an ERROR and
     # writes a 500 of its own to the dead socket.
     await asyncio.sleep(0)
+
+
+def _query(request: Request) -> bytes:
+    """The query string as it came: bytes a server may pass undecoded (h11 passes any byte)."""
+    return bytes(request.scope.get("query_string", b""))
 
 
 async def _body(request: Request) -> bytes | None:

@@ -112,18 +112,23 @@ class AsyncHttpTransport:
     ) -> Response:
         """The answer to one request; raises ConnectError, TimeoutError or TransportError."""
         left = time_left(self.longest)
-        if left is None:
-            return await self._exchange(method, url, body, headers, self.longest)
+        # Always bounded as a whole: httpx's read timeout bounds each wait for bytes, so a server
+        # that drips its status line and headers a byte at a time would otherwise hold the call.
+        seconds = self.longest if left is None else left
         try:
-            async with asyncio.timeout(left):
-                return await self._exchange(method, url, body, headers, left)
+            async with asyncio.timeout(seconds):
+                return await self._exchange(method, url, body, headers, seconds)
         except FiboError:
             raise
         except builtins.TimeoutError:
             pass
-        # The deadline cut the request short; where it was cut is not known, so it may have been
-        # sent. (Raised here, not in the except block, as in _exchange.)
-        raise TimeoutError("the call's deadline passed during the request")
+        # Cut short where it is not known, so it may have been sent. (Raised here, not in the
+        # except block, as in _exchange.)
+        raise TimeoutError(
+            "the call's deadline passed during the request"
+            if left is not None
+            else f"no whole answer within {seconds:g} s (connect and read timeouts together)"
+        )
 
     async def _exchange(
         self,

@@ -1,0 +1,26 @@
+"""atheris entry point: fuzz/targets.py:request_document under coverage guidance.
+
+    python fuzz/fuzz_request_document.py [corpus dirs] -max_total_time=60
+
+Run by `make fuzz` through fuzz/run.py; a crash input goes under
+tests/fuzz_regressions/request_document/.
+"""
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports(include=["fibo_soap", "zeep", "targets"]):
+    import targets
+
+    # What the target imports lazily is imported here, to be instrumented too.
+    targets.warm_up()
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, targets.request_document)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
