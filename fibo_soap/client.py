@@ -314,10 +314,8 @@ class _Client(Generic[C]):
         return cls(client_no, client_pass, **options)
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(client_no={self.client_no!r}, endpoint={self.endpoint!r}, "
-            f"protocols={self.protocols!r})"
-        )
+        # The client number only: an endpoint may carry credentials in its userinfo.
+        return f"{type(self).__name__}(client_no={self.client_no!r})"
 
     def bind(self, **context: Any) -> Self:
         """This client with ``context`` (a request id, say) on every log event of its calls.

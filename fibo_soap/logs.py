@@ -44,7 +44,9 @@ _PASSWORD_FIELDS = (
 )
 
 #: The loggers of the libraries under the client that write request lines (URLs) at DEBUG.
-_URL_LOGGERS = ("urllib3.connectionpool",)
+# urllib3's request lines (connectionpool) and header-parsing warnings (connection) both carry a
+# GET's whole URL, password included.
+_URL_LOGGERS = ("urllib3.connectionpool", "urllib3.connection")
 
 
 def get_logger(**context: Any) -> Any:

@@ -368,6 +368,19 @@ class BaseCaller(Generic[ProtoT]):
 
     # --- one call ------------------------------------------------------------------------------
 
+    def _decode(self, op: Operation, text: str) -> codec.Decoded:
+        decoded = codec.decode_result(op, text, max_bytes=self._max_bytes)
+        if (
+            isinstance(decoded, StatusDocument)
+            and decoded.code not in (CODE_OK, CODE_ACCEPTED)
+            and self._secrets
+        ):
+            # A refusal's message becomes an exception's text; it may echo what was sent.
+            message = logs.redact(decoded.message, self._secrets)
+            if message != decoded.message:
+                decoded = StatusDocument(decoded.code, message, decoded.time)
+        return decoded
+
     def flow(
         self,
         op: Operation,
@@ -385,7 +398,7 @@ class BaseCaller(Generic[ProtoT]):
         proto = self._route(self._first, op, wire)
         try:
             text = yield Attempt(proto, op, wire, deadline if self._bound_first else None)
-            decoded = codec.decode_result(op, text, max_bytes=self._max_bytes)
+            decoded = self._decode(op, text)
         except FiboError as exc:
             failed = exc
         else:
@@ -464,7 +477,7 @@ class BaseCaller(Generic[ProtoT]):
         started = time.perf_counter()
         try:
             text = yield Attempt(proto, st.op, st.wire, st.deadline)
-            decoded = codec.decode_result(st.op, text, max_bytes=self._max_bytes)
+            decoded = self._decode(st.op, text)
         except FiboError as exc:
             failed = exc
         else:
