@@ -11,7 +11,6 @@ A change to what the client sends fails here, and shows as a cassette diff when 
 
 from __future__ import annotations
 
-import inspect
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -132,7 +131,7 @@ class Wire:
         return RECORDING_PASSWORD if self.emulator else REPLAY_PASSWORD
 
     def client(self, protocol: str, *, client_no: str = CLIENT_NO) -> FiboClient:
-        options: dict[str, Any] = {"retry": None} if _has_retry() else {}
+        options: dict[str, Any] = {"retry": None}
         return FiboClient(
             client_no,
             self.password,
@@ -160,10 +159,6 @@ def wire(record_mode: str) -> Iterator[Wire]:
         emulator.app.service.clock = _StillClock(RECORDED_AT)
         emulator.add_account(CLIENT_NO, RECORDING_PASSWORD)
         yield Wire(emulator)
-
-
-def _has_retry() -> bool:
-    return "retry" in inspect.signature(FiboClient).parameters
 
 
 def _same_phone(actual: str | None, expected: str) -> bool:
@@ -369,7 +364,7 @@ def _replay(cassette: str) -> Any:
 
 
 def _replay_client(protocol: str = "soap11", password: str = REPLAY_PASSWORD) -> FiboClient:
-    options: dict[str, Any] = {"retry": None} if _has_retry() else {}
+    options: dict[str, Any] = {"retry": None}
     return FiboClient(
         CLIENT_NO,
         password,
