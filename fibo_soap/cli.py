@@ -544,6 +544,13 @@ def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
     )
 
 
+class LogFormat(StrEnum):
+    """How ``--log-format`` writes the log events on stderr."""
+
+    JSON = "json"
+    CONSOLE = "console"
+
+
 _OUTPUT_PARAMS: Final = (
     _param(
         "opt_json",
@@ -797,10 +804,11 @@ def _run_from(common: Mapping[str, Any], *, account: bool) -> Run:
             timeout=common["opt_timeout"],
             attempts=common["opt_attempts"],
         )
-    if run.verbose:
+    log_format = root.get("log_format")
+    if run.verbose or log_format is not None:
         from fibo_soap import logs
 
-        logs.configure(level="DEBUG")
+        logs.configure(json=log_format is LogFormat.JSON, level="DEBUG" if run.verbose else "INFO")
     return run
 
 
@@ -1058,9 +1066,24 @@ def _root(
             "--verbose", "-v", help="As the command's --verbose.", rich_help_panel=PANEL_OUTPUT
         ),
     ] = False,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            "--log-format",
+            help="Log each call on stderr as JSON lines or console text (INFO; DEBUG with -v).",
+            rich_help_panel=PANEL_OUTPUT,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """The output options may come before the command too: fibo-sms --json balance."""
-    ctx.obj = {"json": as_json, "quiet": quiet, "progress": progress, "verbose": verbose}
+    ctx.obj = {
+        "json": as_json,
+        "quiet": quiet,
+        "progress": progress,
+        "verbose": verbose,
+        "log_format": log_format,
+    }
 
 
 @app.command(epilog=_example("fibo-sms about"))

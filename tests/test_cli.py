@@ -1223,3 +1223,30 @@ def test_main_entry_point() -> None:
     with pytest.raises(SystemExit) as exited:
         cli.main(["--version"])
     assert exited.value.code == 0
+
+
+def test_log_format_json_writes_one_event_per_call_on_stderr_without_the_password(
+    fibo_emulator: Any,
+) -> None:
+    import structlog
+    from typer.testing import CliRunner
+
+    from fibo_soap.cli import app as cli_app
+
+    env = {
+        "FIBO_ENDPOINT": fibo_emulator.endpoint,
+        "FIBO_CLIENT_NO": fibo_emulator.client_no,
+        "FIBO_CLIENT_PASS": fibo_emulator.client_pass,
+        "FIBO_PROTOCOL": "get",
+    }
+    try:
+        result = CliRunner().invoke(cli_app, ["--log-format", "json", "check"], env=env)
+    finally:
+        structlog.reset_defaults()
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    calls = [e for e in events if e.get("event") == "fibo.call"]
+    assert [(e["operation"], e["protocol"], e["outcome"]) for e in calls] == [
+        ("CheckClient", "get", "ok")
+    ]
+    assert fibo_emulator.client_pass not in result.stderr + result.stdout
