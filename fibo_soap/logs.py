@@ -137,12 +137,26 @@ def redact(text: str, secrets: Iterable[str], *, phones: bool = True) -> str:
     field blanked, and phone numbers masked."""
     for secret in secrets:
         for form in secret_forms(secret):
-            text = text.replace(form, MASK)
+            text = _mask_cut(text.replace(form, MASK), form)
     if "lientpass" in text.lower():
         for pattern in _PASSWORD_FIELDS:
             text = pattern.sub(rf"\g<1>{MASK}", text)
     if phones:
         text = _PHONE_RUN.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
+    return text
+
+
+#: The shortest start of a secret that is masked where an excerpt cuts the text off.
+_MIN_CUT = 4
+
+
+def _mask_cut(text: str, form: str) -> str:
+    # An excerpt ends at a fixed length, possibly inside an echoed secret: a text that ends (or
+    # ends before the excerpt's "…") with the start of a secret loses that start too.
+    body, ellipsis = (text[:-1], "…") if text.endswith("…") else (text, "")
+    for length in range(len(form) - 1, _MIN_CUT - 1, -1):
+        if body.endswith(form[:length]):
+            return body[:-length] + MASK + ellipsis
     return text
 
 
