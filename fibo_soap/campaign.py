@@ -50,7 +50,17 @@ from enum import StrEnum
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, TypeVar, cast, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    Generic,
+    Protocol,
+    TextIO,
+    TypeVar,
+    cast,
+    runtime_checkable,
+)
 
 from fibo_soap import phone as phones
 from fibo_soap import text as texts
@@ -108,6 +118,7 @@ MAX_CHUNK_SIZE: Final = 10_000
 _SCHEMA_VERSION: Final = 1
 
 T = TypeVar("T")
+_ClientT = TypeVar("_ClientT", bound="_Client[Any]")
 
 
 # --- outcomes ----------------------------------------------------------------------------------
@@ -678,15 +689,13 @@ class Gateway(Protocol):
         ...
 
 
-class _GatewayOptions:
+class _GatewayOptions(Generic[_ClientT]):
     """What ClientGateway and AsyncGateway share: the options, and what each call means. The
     two differ only in whether they await the client's methods."""
 
-    client: _Client[Any]
-
     def __init__(
         self,
-        client: Any,
+        client: _ClientT,
         *,
         service_type: str | int | None = None,
         sender_name: str | None = None,
@@ -722,29 +731,10 @@ class _GatewayOptions:
         return answer
 
 
-class ClientGateway(_GatewayOptions):
+class ClientGateway(_GatewayOptions["FiboClient"]):
     """A Gateway over a FiboClient: SendSMSWithMultiMessage (SendBulkSMS with ``bulk``),
     GetSMSStatus, GetClientBalance. The client's own retries, fallback and look-ups apply to
     every call. ``check_balance=False``, and the free test service type, put no limit."""
-
-    client: FiboClient
-
-    def __init__(
-        self,
-        client: FiboClient,
-        *,
-        service_type: str | int | None = None,
-        sender_name: str | None = None,
-        bulk: bool = False,
-        check_balance: bool = True,
-    ) -> None:
-        super().__init__(
-            client,
-            service_type=service_type,
-            sender_name=sender_name,
-            bulk=bulk,
-            check_balance=check_balance,
-        )
 
     def balance(self) -> int | None:
         if not self._limited():
@@ -759,27 +749,8 @@ class ClientGateway(_GatewayOptions):
         return self.client.get_sms_status(guids)
 
 
-class AsyncGateway(_GatewayOptions):
+class AsyncGateway(_GatewayOptions["AsyncFiboClient"]):
     """ClientGateway's twin over an AsyncFiboClient: the same three calls, awaited."""
-
-    client: AsyncFiboClient
-
-    def __init__(
-        self,
-        client: AsyncFiboClient,
-        *,
-        service_type: str | int | None = None,
-        sender_name: str | None = None,
-        bulk: bool = False,
-        check_balance: bool = True,
-    ) -> None:
-        super().__init__(
-            client,
-            service_type=service_type,
-            sender_name=sender_name,
-            bulk=bulk,
-            check_balance=check_balance,
-        )
 
     async def balance(self) -> int | None:
         if not self._limited():
