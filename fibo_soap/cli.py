@@ -28,23 +28,21 @@ With --json the result is one JSON document on stdout, and an error is one JSON 
 stderr: ``{"error": {"type", "exit_code", "message", "hint", "operation", "code"}}``. A send that
 failed part-way still prints what it did before the error.
 
-Importing this module imports neither zeep, lxml nor the emulator: the client is imported inside
-the commands, so ``fibo-sms --help`` starts fast.
+Importing this module imports neither zeep, lxml, rich, the models nor the emulator: each is
+imported inside the commands that use it. The help is click's plain text, its options grouped in
+sections as rich would group them in panels (:class:`_Command`): typer's rich help formatter
+alone costs more than the whole of ``fibo-sms --help`` may take (issue 10, target 4).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import functools
 import inspect
-import json
 import os
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Concatenate, Final, ParamSpec, TextIO, cast
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from fibo_soap import config
 from fibo_soap.config import ConfigError
@@ -74,18 +73,22 @@ from fibo_soap.errors import (
     TransportError,
     ZeroBalanceError,
 )
-from fibo_soap.models import IncomingStatus, SmsStatus
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from typer._click import Context as ClickContext
+    from typer._click import HelpFormatter
+    from typer.models import CommandFunctionType
 
     from fibo_soap.client import FiboClient
     from fibo_soap.models import (
         HostingBalance,
         IncomingSms,
+        IncomingStatus,
         Message,
         SenderName,
         SentSms,
+        SmsStatus,
         SmsStatusRow,
     )
 
@@ -132,37 +135,57 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     return ExitCode.UNEXPECTED
 
 
+#: The epilog of the groups' help: one code a line, never rewrapped (click's ``\b``).
 EXIT_CODES_HELP: Final = (
-    "[b]Exit codes[/b]: 0 ok · 1 unexpected error · 2 usage or configuration · "
-    "3 authentication (FIBO 100) · 4 balance (102, 104) · "
-    "5 invalid input (refused locally, or FIBO 101, 103) · 6 transport (connection, timeout, "
-    "HTTP status) · 7 protocol (not a FIBO answer, bad WSDL) · 8 FIBO other (202, unexpected "
-    "code) · 9 ambiguous send (check the status before sending again)."
+    "\b\nExit codes:\n"
+    "  0  ok\n"
+    "  1  unexpected error\n"
+    "  2  usage or configuration\n"
+    "  3  authentication (FIBO 100)\n"
+    "  4  balance (102, 104)\n"
+    "  5  invalid input (refused locally, or FIBO 101, 103)\n"
+    "  6  transport (connection, timeout, HTTP status)\n"
+    "  7  protocol (not a FIBO answer, bad WSDL)\n"
+    "  8  FIBO other (202, unexpected code)\n"
+    "  9  ambiguous send (check the status before sending again)"
 )
 
-#: FIBO's own names for the statuses (FIBO-API.md), as tables show them.
-SMS_STATUS_NAMES: Final[Mapping[SmsStatus, str]] = {
-    SmsStatus.PENDING: "Pending",
-    SmsStatus.SENDING: "Sending",
-    SmsStatus.SENT_SUCCESS: "SentSuccess",
-    SmsStatus.SENT_FAILED: "SentFailed",
-    SmsStatus.DELETED: "Deleted",
-    SmsStatus.TO_NUMBER_NOT_CORRECT: "ToNumberNotCorrect",
-    SmsStatus.CAN_NOT_SEND: "CanNotSend",
-    SmsStatus.OUT_OF_DATE: "OutOfDate",
-    SmsStatus.SEND_MT_FAILED: "SendMTFailed",
-    SmsStatus.OTHER: "Other",
-    SmsStatus.SPAM_SMS: "SpamSMS",
-    SmsStatus.RESTORE_TO_ACCOUNT_CLIENT: "RestoreToAccountClient",
-}
-INCOMING_STATUS_NAMES: Final[Mapping[IncomingStatus, str]] = {
-    IncomingStatus.JUST_RECEIVED: "JustReceived",
-    IncomingStatus.PROCESSING: "Processing",
-    IncomingStatus.CONFIRMED: "Confirmed",
-    IncomingStatus.WRONG_SYNTAX: "WrongSyntax",
-    IncomingStatus.EXPIRED: "Expired",
-    IncomingStatus.NO_CLIENT_RESPONSE: "NoClientResponse",
-}
+
+@functools.cache
+def _sms_status_names() -> Mapping[SmsStatus, str]:
+    """FIBO's own names for the sent statuses (FIBO-API.md), as tables show them."""
+    from fibo_soap.models import SmsStatus
+
+    return {
+        SmsStatus.PENDING: "Pending",
+        SmsStatus.SENDING: "Sending",
+        SmsStatus.SENT_SUCCESS: "SentSuccess",
+        SmsStatus.SENT_FAILED: "SentFailed",
+        SmsStatus.DELETED: "Deleted",
+        SmsStatus.TO_NUMBER_NOT_CORRECT: "ToNumberNotCorrect",
+        SmsStatus.CAN_NOT_SEND: "CanNotSend",
+        SmsStatus.OUT_OF_DATE: "OutOfDate",
+        SmsStatus.SEND_MT_FAILED: "SendMTFailed",
+        SmsStatus.OTHER: "Other",
+        SmsStatus.SPAM_SMS: "SpamSMS",
+        SmsStatus.RESTORE_TO_ACCOUNT_CLIENT: "RestoreToAccountClient",
+    }
+
+
+@functools.cache
+def _incoming_status_names() -> Mapping[IncomingStatus, str]:
+    """FIBO's own names for the incoming statuses (FIBO-API.md), as tables show them."""
+    from fibo_soap.models import IncomingStatus
+
+    return {
+        IncomingStatus.JUST_RECEIVED: "JustReceived",
+        IncomingStatus.PROCESSING: "Processing",
+        IncomingStatus.CONFIRMED: "Confirmed",
+        IncomingStatus.WRONG_SYNTAX: "WrongSyntax",
+        IncomingStatus.EXPIRED: "Expired",
+        IncomingStatus.NO_CLIENT_RESPONSE: "NoClientResponse",
+    }
+
 
 DEFAULT_CHUNK: Final = 500
 STATUS_CHUNK: Final = 500
@@ -248,6 +271,8 @@ class Run:
     def emit(self, document: Mapping[str, Any], human: Callable[[], None]) -> None:
         """The command's result: ``document`` as JSON with --json, else ``human()``."""
         if self.json:
+            import json
+
             sys.stdout.write(json.dumps(document, ensure_ascii=False, sort_keys=False) + "\n")
             sys.stdout.flush()
         elif not self.quiet:
@@ -404,6 +429,8 @@ class Run:
             trace = "".join(traceback.format_exception(exc))
             sys.stderr.write(_redact(trace, self.secrets()))
         if self.json:
+            import json
+
             document = {
                 "error": {
                     "type": type(exc).__name__,
@@ -774,7 +801,7 @@ def _common(
 
 
 def _reflow(doc: str) -> str:
-    """A docstring with each paragraph on one line: rich help keeps single line breaks."""
+    """A docstring with each paragraph on one line, for the help formatter to wrap."""
     paragraphs = inspect.cleandoc(doc).split("\n\n")
     return "\n\n".join(" ".join(p.split("\n")) for p in paragraphs)
 
@@ -835,10 +862,14 @@ def _cell(value: object) -> str:
         return ""
     if isinstance(value, datetime):
         return _local(value)
-    if isinstance(value, SmsStatus):
-        return SMS_STATUS_NAMES[value]
-    if isinstance(value, IncomingStatus):
-        return INCOMING_STATUS_NAMES[value]
+    if isinstance(value, IntEnum):
+        # A status came in a row, so fibo_soap.models is loaded already: no import cost.
+        from fibo_soap.models import IncomingStatus, SmsStatus
+
+        if isinstance(value, SmsStatus):
+            return _sms_status_names()[value]
+        if isinstance(value, IncomingStatus):
+            return _incoming_status_names()[value]
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
@@ -849,7 +880,7 @@ def _one_line(text: str) -> str:
 
 
 def _status_name(status: SmsStatus | None) -> str | None:
-    return None if status is None else SMS_STATUS_NAMES[status]
+    return None if status is None else _sms_status_names()[status]
 
 
 def _sent_doc(row: SentSms) -> dict[str, Any]:
@@ -871,7 +902,7 @@ def _incoming_doc(row: IncomingSms) -> dict[str, Any]:
         "phone": row.phone,
         "message": row.message,
         "status": None if row.status is None else int(row.status),
-        "status_name": None if row.status is None else INCOMING_STATUS_NAMES[row.status],
+        "status_name": None if row.status is None else _incoming_status_names()[row.status],
         "created": _iso(row.created),
         "sent": _iso(row.sent),
         "service_type_id": row.service_type_id,
@@ -945,20 +976,25 @@ def _parse_status(value: str | None, names: Mapping[Any, str], kind: type[IntEnu
 
 
 def _complete_sms_status(incomplete: str) -> list[str]:
-    return [n for n in SMS_STATUS_NAMES.values() if n.lower().startswith(incomplete.lower())]
+    names = _sms_status_names().values()
+    return [n for n in names if n.lower().startswith(incomplete.lower())]
 
 
 def _complete_incoming_status(incomplete: str) -> list[str]:
-    return [n for n in INCOMING_STATUS_NAMES.values() if n.lower().startswith(incomplete.lower())]
+    names = _incoming_status_names().values()
+    return [n for n in names if n.lower().startswith(incomplete.lower())]
 
 
 def _new_guid() -> str:
+    import uuid
+
     return str(uuid.uuid4())
 
 
 def _example(*lines: str) -> str:
-    shown = "\n\n".join(f"  [cyan]$ {line}[/cyan]" for line in lines)
-    return f"[b]Example[/b]\n\n{shown}"
+    """A command's epilog: its example command lines, one a line, never rewrapped (``\\b``)."""
+    shown = "\n".join(f"  $ {line}" for line in lines)
+    return f"\b\nExample{'s' if len(lines) > 1 else ''}:\n{shown}"
 
 
 def _split_phones(values: Iterable[str]) -> list[str]:
@@ -967,19 +1003,69 @@ def _split_phones(values: Iterable[str]) -> list[str]:
 
 # --- the application ---------------------------------------------------------------------------
 
-app = typer.Typer(
+
+def _format_sections(
+    command: TyperCommand | TyperGroup, ctx: ClickContext, formatter: HelpFormatter
+) -> None:
+    """The arguments and options of a help page in sections, an option with a rich_help_panel in
+    a section of that name (as typer's rich help puts it in a panel): Arguments, Options, then
+    the panels in the order of their first option."""
+    sections: dict[str, list[tuple[str, str]]] = {"Arguments": [], "Options": []}
+    for param in command.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record is None:
+            continue
+        default = "Arguments" if param.param_type_name == "argument" else "Options"
+        title = getattr(param, "rich_help_panel", None) or default
+        sections.setdefault(title, []).append(record)
+    for title, records in sections.items():
+        if records:
+            with formatter.section(title):
+                formatter.write_dl(records)
+
+
+class _Command(TyperCommand):
+    """A command whose plain help groups its options in sections (:func:`_format_sections`)."""
+
+    def format_options(self, ctx: ClickContext, formatter: HelpFormatter) -> None:
+        _format_sections(self, ctx, formatter)
+
+
+class _Group(TyperGroup):
+    """A group whose plain help groups its options in sections, then lists its commands."""
+
+    def format_options(self, ctx: ClickContext, formatter: HelpFormatter) -> None:
+        _format_sections(self, ctx, formatter)
+        self.format_commands(ctx, formatter)
+
+
+class _Typer(typer.Typer):
+    """A typer.Typer whose commands are :class:`_Command` unless ``cls`` says otherwise."""
+
+    def command(
+        self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
+    ) -> Callable[[CommandFunctionType], CommandFunctionType]:
+        return super().command(name, cls=cls or _Command, **kwargs)
+
+
+# No rich markup: with it, typer renders every help page (and usage error) with rich, whose
+# import and rendering take longer than the target for the whole of `fibo-sms --help`.
+app = _Typer(
     name="fibo-sms",
+    cls=_Group,
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,  # a traceback's locals would show the password
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # Up to 120 columns, as wide as the terminal: rich help used its whole width.
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
     epilog=EXIT_CODES_HELP,
 )
-wsdl_app = typer.Typer(
+wsdl_app = _Typer(
     name="wsdl",
+    cls=_Group,
     help="The service description (WSDL) the client uses: refresh it from FIBO, show it.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     epilog=EXIT_CODES_HELP,
 )
@@ -1329,6 +1415,8 @@ def _detect_format(path: str, head: str) -> FileFormat:
 
 
 def _csv_rows(handle: TextIO) -> Iterator[_Row | _BadRow]:
+    import csv
+
     reader = csv.reader(handle)
     columns: tuple[int, int, int | None] | None = None
     first = True
@@ -1365,6 +1453,8 @@ def _csv_rows(handle: TextIO) -> Iterator[_Row | _BadRow]:
 
 
 def _jsonl_rows(handle: TextIO) -> Iterator[_Row | _BadRow]:
+    import json
+
     for line, raw in enumerate(handle, start=1):
         if not raw.strip():
             continue
@@ -1395,6 +1485,8 @@ class _BulkSource:
         self.name = name
         self._spool: Any = None
         if name == "-":
+            import tempfile
+
             self._spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed in close()
                 max_size=_SPOOL_BYTES, mode="w+", encoding="utf-8", newline=""
             )
@@ -1808,7 +1900,9 @@ def sent_page(
     key: KeyOption = "",
 ) -> None:
     """One page of sent messages, filtered (GetClientSMSListOfPage)."""
-    wanted = _parse_status(sms_status, SMS_STATUS_NAMES, SmsStatus)
+    from fibo_soap.models import SmsStatus
+
+    wanted = _parse_status(sms_status, _sms_status_names(), SmsStatus)
     rows = run.client().get_sent_page(
         page,
         from_date=from_date.date() if from_date else None,
@@ -1874,7 +1968,9 @@ def incoming_range(
     key: KeyOption = "",
 ) -> None:
     """Messages received between two days, inclusive (GetClientCommingSMSNotDividePage)."""
-    wanted = _parse_status(sms_status, INCOMING_STATUS_NAMES, IncomingStatus)
+    from fibo_soap.models import IncomingStatus
+
+    wanted = _parse_status(sms_status, _incoming_status_names(), IncomingStatus)
     first: date = from_date.date()
     last: date = to_date.date()
     rows = run.client().get_incoming(first, last, status=wanted, service_type=service_type, key=key)
@@ -2009,6 +2105,8 @@ def wsdl_refresh(
     ] = 60.0,
 ) -> None:
     """Fetch a live WSDL, check it has every method the client needs, and store it for use."""
+    import tempfile
+
     from fibo_soap import wsdl
 
     location = _wsdl_location(url)
@@ -2258,12 +2356,13 @@ def demo(run: Run) -> None:
 
 # --- campaigns -----------------------------------------------------------------------------------
 
-campaign_app = typer.Typer(
+campaign_app = _Typer(
     name="campaign",
+    cls=_Group,
     help="Large sends from a CSV file, journaled: send, resume after any stop, follow delivery, "
     "export.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     epilog=EXIT_CODES_HELP,
 )
@@ -2452,6 +2551,8 @@ def _campaign_end(run: Run, summary: Any, journal: Path) -> None:
         hint += f" ({summary.ambiguous} of unknown fate are looked up first)"
     message, hint = _redact(message, run.secrets()), _redact(hint, run.secrets())
     if run.json:
+        import json
+
         error = summary.error
         document = {
             "error": {
@@ -2779,7 +2880,7 @@ def campaign_status(
             title="Journal",
         )
         statuses = [
-            ("(not looked up)" if s is None else SMS_STATUS_NAMES[s], n)
+            ("(not looked up)" if s is None else _sms_status_names()[s], n)
             for s, n in sorted(
                 report.statuses.items(), key=lambda kv: -1 if kv[0] is None else kv[0]
             )

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +172,9 @@ def read_password_file(path: Path, *, setting: str) -> tuple[str, list[str]]:
 
 
 def _load_file(path: Path, *, explicit: bool) -> dict[str, Any]:
+    # Imported here: `fibo-sms --help` imports this module and reads no file.
+    import tomllib
+
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
