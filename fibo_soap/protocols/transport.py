@@ -1,31 +1,38 @@
 """Bytes over HTTP: one pooled, bounded, timed connection manager shared by every protocol.
 
-Both the SOAP protocol (through zeep) and the ASMX GET/POST protocol send through this, so there is
-one place for timeouts, proxies, the response size bound and the translation of network failures
-into the exception tree (with the one fact retries need: was the request certainly not sent?).
+Both SOAP protocols and the ASMX GET/POST protocol send through this, so there is one place for
+timeouts, proxies, the response size bound and the translation of network failures into the
+exception tree (with the one fact retries need: was the request certainly not sent?).
+
+``HttpTransport`` is the standard library's ``http.client`` (connecting, proxy tunnels, TLS, the
+reading of status line, headers and chunked bodies) over a small keep-alive pool of its own: a
+request goes out in one write, and one deadline bounds the whole answer, head included.
 """
 
 from __future__ import annotations
 
+import base64
+import builtins
+import http.client
+import io
+import select
+import socket
+import ssl
+import threading
 import time
 import urllib.request
+import zlib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from urllib.parse import urlsplit
-
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ProxyError,
-    ReadTimeoutError,
-)
+from functools import lru_cache
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 from fibo_soap.errors import (
     ConnectError,
     FiboError,
+    ProtocolError,
     ResponseTooLargeError,
     TimeoutError,
     TransportError,
@@ -56,7 +63,7 @@ class Response:
         return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
 
 
-# --- what every transport shares (this one over urllib3, AsyncHttpTransport over httpx) ---------
+# --- what every transport shares (this one over http.client, AsyncHttpTransport over httpx) -----
 
 
 def time_left(longest: float) -> float | None:
@@ -141,7 +148,11 @@ class HttpTransport:
     """Pooled keep-alive HTTP with connect and read timeouts on every request.
 
     Proxies are read from the environment once, here, not on every call. ``pool_size`` is the
-    number of connections kept per host: as many as threads that share the client.
+    number of idle connections kept per host: as many as threads that share the client (more may
+    be open at once; the extra ones are closed after use).
+
+    Connections are ``http.client``'s, looked up when one is opened: a recorder that patches
+    http.client (vcrpy, for cassettes) sees every request.
     """
 
     def __init__(
@@ -154,28 +165,15 @@ class HttpTransport:
         proxies: Mapping[str, str] | None = None,
     ) -> None:
         self.max_response_bytes = max_response_bytes
-        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         #: The longest one request can take: connect and read timeouts together.
         self.longest = connect_timeout + read_timeout
         self._proxies = dict(urllib.request.getproxies() if proxies is None else proxies)
         self._pool_size = pool_size
-        self._direct = urllib3.PoolManager(
-            num_pools=4, maxsize=pool_size, block=False, retries=False, timeout=self._timeout
-        )
-        self._via_proxy: dict[str, urllib3.ProxyManager] = {}
-
-    def _manager(self, url: str) -> urllib3.PoolManager:
-        parts = urlsplit(url)
-        proxy = self._proxies.get(parts.scheme)
-        if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
-            return self._direct
-        manager = self._via_proxy.get(proxy)
-        if manager is None:
-            manager = urllib3.ProxyManager(
-                proxy, maxsize=self._pool_size, retries=False, timeout=self._timeout
-            )
-            self._via_proxy[proxy] = manager
-        return manager
+        self._idle: dict[_Route, list[http.client.HTTPConnection]] = {}
+        self._tls: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
 
     def request(
         self,
@@ -187,69 +185,331 @@ class HttpTransport:
     ) -> Response:
         """The answer to one request; raises ConnectError, TimeoutError or TransportError."""
         left = time_left(self.longest)
-        if left is None:
-            timeout, stop = self._timeout, time.perf_counter() + self.longest
-        else:
-            timeout = urllib3.Timeout(
-                connect=self._timeout.connect_timeout, read=self._timeout.read_timeout, total=left
-            )
-            stop = time.perf_counter() + left
-        # Errors are raised after the except blocks: raised inside one, they would keep urllib3's
-        # exception as their __context__, and its ``url`` holds a GET's query: the password.
+        stop = time.perf_counter() + (self.longest if left is None else left)
+        base, mark, query = url.partition("?")
+        route = _route(base, self._proxies.get(base.partition(":")[0].lower()))
+        connection, reused = self._connection(route, stop)
+        if headers:
+            headers = {**route.headers, **headers}
+        # Errors are raised after the except blocks: raised inside one, they would keep the
+        # socket's or http.client's exception as their __context__.
         error: FiboError
         try:
-            raw = self._manager(url).request(
-                method,
-                url,
-                body=body,
-                headers=dict(headers or {}),
-                preload_content=False,
-                redirect=False,
-                timeout=timeout,
-            )
-        except (NewConnectionError, ConnectTimeoutError, ProxyError) as exc:
-            error = connect_error(_reason(exc))
-        except ReadTimeoutError:
+            if isinstance(connection, _Deadline):
+                connection.until(stop, self._read_timeout)
+            connection.request(method, route.target + mark + query, body, headers or route.headers)
+            answer = connection.getresponse()
+            content = self._read(answer, stop)
+        except FiboError:
+            connection.close()
+            raise
+        except builtins.TimeoutError:
             error = timeout_error()
-        except HTTPError as exc:
+        except http.client.RemoteDisconnected:
+            error = broken_error(
+                "the server closed a kept-alive connection without answering"
+                if reused
+                else "the server closed the connection without answering"
+            )
+        except (http.client.HTTPException, OSError) as exc:
             error = broken_error(_reason(exc))
+        except ValueError as exc:  # http.client's refusal of a URL or header value: nothing sent
+            connection.close()
+            raise ProtocolError(f"cannot send this request: {exc}") from None
         else:
-            try:
-                return Response(raw.status, raw.headers, self._read(raw, stop))
-            finally:
-                raw.release_conn()
+            # A recorder's replayed answer has no will_close: its connection is not kept.
+            if getattr(answer, "will_close", True):
+                connection.close()
+            else:
+                self._release(route, connection)
+            return Response(answer.status, cast("Mapping[str, str]", answer.headers), content)
+        connection.close()
         raise error
 
-    def _read(self, raw: urllib3.BaseHTTPResponse, stop: float) -> bytes:
+    def _read(self, answer: http.client.HTTPResponse, stop: float) -> bytes:
+        headers = cast("Mapping[str, str]", answer.headers)
+        body = BoundedBody(answer.status, headers, self.max_response_bytes, stop)
+        inflate = inflater(headers.get("Content-Encoding", ""), answer.status)
         error: FiboError  # raised after the except blocks, as in request()
         try:
-            body = BoundedBody(raw.status, raw.headers, self.max_response_bytes, stop)
             # read1: whatever one read of the socket gives, so that the time is checked between
             # reads (read(n) waits for all n bytes).
-            while chunk := raw.read1(_CHUNK):
-                body.add(chunk)
+            while chunk := answer.read1(_CHUNK):
+                take_encoded(body, inflate, chunk)
+            # read1 ends quietly where the server closed short of the length. (A recorder's
+            # replayed answer keeps the header's text there, and is whole.)
+            if isinstance(answer.length, int) and answer.length > 0:
+                raise http.client.IncompleteRead(b"", answer.length)
+            if inflate is not None:
+                body.add(inflate.flush())
         except FiboError:
-            raw.close()
             raise
-        except ReadTimeoutError:
+        except zlib.error as exc:
+            error = broken_error(f"undecodable {headers.get('Content-Encoding')}: {exc}")
+        except builtins.TimeoutError:
             error = timeout_error(reading=True)
-        except HTTPError as exc:
+        except (http.client.HTTPException, OSError) as exc:
             error = broken_error(_reason(exc), reading=True)
         else:
+            answer.close()  # read whole: the connection may take the next request
             return body.content()
         raise error
 
+    def _connection(self, route: _Route, stop: float) -> tuple[http.client.HTTPConnection, bool]:
+        """A kept-alive connection to the route's host (one the server has not closed), or a
+        new one; and whether it was kept alive."""
+        idle = self._idle.get(route)
+        while idle:
+            try:
+                connection = idle.pop()
+            except IndexError:  # another thread took the last one
+                break
+            if _alive(connection):
+                return connection, True
+            connection.close()
+        return self._connect(route, stop), False
+
+    def _connect(self, route: _Route, stop: float) -> http.client.HTTPConnection:
+        seconds = min(self._connect_timeout, max(stop - time.perf_counter(), 0.001))
+        host, port = route.connect_to
+        connection: http.client.HTTPConnection
+        if route.tls:
+            connection = _connection_class(tls=True)(  # type: ignore[call-arg]
+                host, port, timeout=seconds, context=self._tls_context()
+            )
+        else:
+            connection = _connection_class(tls=False)(host, port, timeout=seconds)
+        if route.tunnel is not None:
+            connection.set_tunnel(route.host, route.port, headers=route.tunnel)
+        error: ConnectError
+        try:
+            connection.connect()
+        except (OSError, http.client.HTTPException) as exc:
+            error = connect_error(_reason(exc))
+        else:
+            return connection
+        connection.close()
+        raise error
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            with self._lock:
+                if self._tls is None:
+                    self._tls = ssl.create_default_context()
+        return self._tls
+
+    def _release(self, route: _Route, connection: http.client.HTTPConnection) -> None:
+        idle = self._idle.get(route)
+        if idle is None:
+            idle = self._idle.setdefault(route, [])
+        if len(idle) < self._pool_size:
+            idle.append(connection)
+        else:
+            connection.close()
+
     def close(self) -> None:
         """Close every pooled connection."""
-        self._direct.clear()
-        for manager in self._via_proxy.values():
-            manager.clear()
+        for idle in list(self._idle.values()):
+            while idle:
+                try:
+                    idle.pop().close()
+                except IndexError:
+                    break
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Route:
+    """How requests for one origin go: straight, through a proxy, or tunnelled through one.
+
+    Compared by identity: ``_route`` makes one per URL and proxy.
+    """
+
+    host: str
+    port: int
+    tls: bool
+    #: Where the socket connects: the origin, or the proxy.
+    connect_to: tuple[str, int]
+    #: The request-target before the query: the path, or the whole URL when a proxy forwards it.
+    target: str
+    #: The headers every request of the route has.
+    headers: Mapping[str, str]
+    #: The headers of the CONNECT that opens a tunnel through a proxy; None when there is none.
+    tunnel: Mapping[str, str] | None = None
+
+
+@lru_cache(maxsize=64)
+def _route(base: str, proxy: str | None) -> _Route:
+    """The route of a URL without its query (``base``), through ``proxy`` (the one set for its
+    scheme) unless its host is exempt (``urllib.request.proxy_bypass``)."""
+    parts = urlsplit(base)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ProtocolError(f"cannot send to {parts.scheme or 'a'} URL without an http(s) host")
+    tls = scheme == "https"
+    host = parts.hostname
+    port = parts.port or (443 if tls else 80)
+    headers = {"User-Agent": _USER_AGENT}
+    path = parts.path or "/"
+    if not proxy or urllib.request.proxy_bypass(host):
+        return _Route(host, port, tls, (host, port), path, headers)
+    via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if not via.hostname:
+        raise ProtocolError("the proxy setting names no host")
+    proxy_to = (via.hostname, via.port or 80)
+    credentials: dict[str, str] = {}
+    if via.username is not None:
+        token = f"{unquote(via.username)}:{unquote(via.password or '')}".encode()
+        credentials["Proxy-Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
+    if tls:
+        # CONNECT through the proxy, then TLS to the origin inside the tunnel.
+        return _Route(host, port, tls, proxy_to, path, headers, credentials)
+    authority = parts.netloc.rpartition("@")[2]
+    target = f"http://{authority}{path}"
+    return _Route(host, port, tls, proxy_to, target, {**headers, **credentials})
+
+
+_USER_AGENT = "fibo-soap"
+
+
+class _Deadline(http.client.HTTPConnection):
+    """http.client's connection, with two changes: a request's head and body go out in one
+    write (two would cost a second packet, and a wake-up of the server, per call), and each read
+    of the answer waits no longer than the read timeout nor past the request's stop time, so a
+    server dripping its status line and headers a byte at a time cannot hold a call either."""
+
+    _stop = 0.0
+    _read_timeout = DEFAULT_READ_TIMEOUT
+    _body: bytes | None = None
+
+    def until(self, stop: float, read_timeout: float) -> None:
+        """Nothing: the next request must be answered by ``stop`` (a ``time.perf_counter()``)."""
+        self._stop = stop
+        self._read_timeout = read_timeout
+        if self.sock is not None:
+            left = stop - time.perf_counter()
+            self.sock.settimeout(left if left < read_timeout else read_timeout)
+
+    def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes) and not encode_chunked:
+            self._body, message_body = message_body, None
+        super().endheaders(message_body, encode_chunked=encode_chunked)
+
+    def send(self, data: Any) -> None:
+        body, self._body = self._body, None
+        super().send(data + body if body else data)
+
+    def response_class(  # type: ignore[override]
+        self, sock: socket.socket, debuglevel: int = 0, method: str | None = None
+    ) -> http.client.HTTPResponse:
+        source = cast(socket.socket, _Source(sock, self._read_timeout, self._stop))
+        return http.client.HTTPResponse(source, debuglevel, method=method)
+
+
+class _TlsDeadline(_Deadline, http.client.HTTPSConnection):
+    """``_Deadline`` over TLS."""
+
+
+_PLAIN = http.client.HTTPConnection
+_TLS = http.client.HTTPSConnection
+
+
+def _connection_class(*, tls: bool) -> type[http.client.HTTPConnection]:
+    """The connection class to open: ours, unless something (vcrpy recording or replaying a
+    cassette) has put its own in http.client, which is then used as it is."""
+    if tls:
+        return _TlsDeadline if http.client.HTTPSConnection is _TLS else http.client.HTTPSConnection
+    return _Deadline if http.client.HTTPConnection is _PLAIN else http.client.HTTPConnection
+
+
+class _Source:
+    """What http.client.HTTPResponse reads an answer from: the socket, each read waiting no
+    longer than the read timeout nor past ``stop``."""
+
+    __slots__ = ("_read_timeout", "_sock", "_stop")
+
+    def __init__(self, sock: socket.socket, read_timeout: float, stop: float) -> None:
+        self._sock = sock
+        self._read_timeout = read_timeout
+        self._stop = stop
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        # The socket's own raw file, which keeps the socket open while the answer is read even
+        # after http.client closes the connection (an answer that ends the connection).
+        raw = self._sock.makefile("rb", buffering=0)
+        return io.BufferedReader(_Wire(self._sock, raw, self._read_timeout, self._stop), _CHUNK)
+
+
+class _Wire(io.RawIOBase):
+    def __init__(self, sock: socket.socket, raw: Any, read_timeout: float, stop: float) -> None:
+        self._sock = sock
+        self._raw = raw
+        self._read_timeout = read_timeout
+        self._stop = stop
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._stop - time.perf_counter()
+        if left <= 0:
+            raise TimeoutError("the answer did not arrive whole within the call's time")
+        self._sock.settimeout(left if left < self._read_timeout else self._read_timeout)
+        return cast(int, self._raw.readinto(buffer))
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _alive(connection: http.client.HTTPConnection) -> bool:
+    """Whether a kept-alive connection is still usable: nothing to read on it (a server that
+    closed it makes it readable, with nothing but the end)."""
+    sock = connection.sock
+    if sock is None:
+        return False
+    try:
+        if _poll is not None:
+            poller = _poll()
+            poller.register(sock, select.POLLIN)
+            return not poller.poll(0)
+        return not select.select([sock], [], [], 0)[0]
+    except (OSError, ValueError):
+        return False
+
+
+_poll = getattr(select, "poll", None)
+
+
+def inflater(coding: str, status: int) -> Any:
+    """The zlib decompressor an answer's Content-Encoding calls for; None for identity.
+
+    ProtocolError for an encoding the client cannot undo.
+    """
+    coding = coding.strip().lower()
+    if coding in ("", "identity"):
+        return None
+    if coding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if coding == "deflate":
+        # zlib-wrapped, as the standard says (raw deflate is also seen; it fails as undecodable).
+        return zlib.decompressobj()
+    raise ProtocolError(
+        f"the answer is encoded as {coding!r}, which the client did not ask for", status=status
+    )
+
+
+def take_encoded(body: BoundedBody, inflate: Any, raw: bytes) -> None:
+    """Add ``raw`` to ``body``, inflated by ``inflate`` (or as it is when None) one bounded step
+    at a time: 64 KB of gzip can hold 64 MB, and no step makes more than the bound has room for."""
+    if inflate is None:
+        body.add(raw)
+        return
+    body.add(inflate.decompress(raw, body.room()))
+    while inflate.unconsumed_tail:
+        body.add(inflate.decompress(inflate.unconsumed_tail, body.room()))
 
 
 def _reason(exc: BaseException) -> str:
-    # urllib3 nests the OS error; its text names the host and port, never a query string.
-    inner = exc
-    while inner.__context__ is not None and isinstance(inner.__context__, OSError):
-        inner = inner.__context__
-    text = getattr(inner, "reason", None) or inner
-    return type(inner).__name__ + (f": {text}" if str(text) else "")
+    # The OS error's text names the host and port, never a query string.
+    text = getattr(exc, "reason", None) or exc
+    return type(exc).__name__ + (f": {text}" if str(text) else "")
