@@ -14,9 +14,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fibo_soap.emulator.app import EmulatorApp, Recorded
 from fibo_soap.emulator.faults import Fault, FaultKind, Faults
@@ -270,9 +271,102 @@ class _Server(uvicorn.Server):
                 loop.call_soon_threadsafe(wake.set)
 
 
+#: The largest request head (request line and headers, as sent) the emulator reads. http.sys, in
+#: front of IIS, refuses a head over its MaxRequestBytes (16 KB by default, raised up to 16 MB) with
+#: "400 Bad Request - Request Too Long"; 64 KB (the most its MaxFieldLength allows one header line)
+#: leaves room for the 32 KB query strings the app reads (a 414 past that).
+MAX_REQUEST_HEAD = 64 * 1024
+
+#: How long a refused connection is still read (and what comes dropped) before it is closed: a
+#: client still sending its head then reads the answer rather than a reset.
+_LINGER_SECONDS = 2.0
+
+_TOO_LONG_TEXT = b"The size of the request headers is too long."
+_TOO_LONG_HEADERS = (
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: " + str(len(_TOO_LONG_TEXT)).encode() + b"\r\n"
+    b"connection: close\r\n\r\n"
+)
+
+
+class _BoundedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering a request head over ``MAX_REQUEST_HEAD`` bytes
+    with IIS's 400 (Request Too Long) and closing the connection.
+
+    httptools gathers a header whole before it hands it over (uvicorn gathers the URL), so a
+    bound counted in those callbacks would come after the memory was spent: the bytes are counted
+    here as they arrive, and no more than the bound reaches the parser while a head is open. A read
+    costs a length and a comparison more, a request two assignments. A head that begins inside the
+    read that ends the request before it (pipelining) gets that read's bytes (at most 256 KB) on
+    top of the bound.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Bytes of the open request head fed to the parser; -1 once the head is whole (and its
+        #: body is read).
+        self._head = 0
+        self._refused = False
+        self._linger: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        head = self._head
+        if head < 0:
+            super().data_received(data)
+            return
+        if self._refused:
+            return  # dropped, until the client stops sending or the linger ends
+        room = MAX_REQUEST_HEAD - head
+        if len(data) <= room:
+            self._head = head + len(data)
+            super().data_received(data)
+            return
+        self._head = MAX_REQUEST_HEAD
+        # Views, not copies: httptools reads any buffer.
+        view = memoryview(data)
+        super().data_received(cast(bytes, view[:room]))
+        if self.transport.is_closing():  # the parser refused what it read
+            return
+        if self._head == MAX_REQUEST_HEAD:  # still open, with no room left
+            self._refuse()
+        else:
+            self.data_received(cast(bytes, view[room:]))
+
+    def on_headers_complete(self) -> None:
+        self._head = -1
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head = 0  # what follows is the next request's head
+        super().on_message_complete()
+
+    def _refuse(self) -> None:
+        self._refused = True
+        self.logger.warning("Request head over %d bytes refused.", MAX_REQUEST_HEAD)
+        transport = self.transport
+        if self.cycle is not None and not self.cycle.response_complete:
+            transport.close()  # the answer to the request before is still being written
+            return
+        answer = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:
+            answer += [name, b": ", value, b"\r\n"]
+        transport.write(b"".join([*answer, _TOO_LONG_HEADERS, _TOO_LONG_TEXT]))
+        if transport.can_write_eof():
+            transport.write_eof()
+        # Closed with unread bytes, the socket would send a reset that can reach the client
+        # before the answer does: what still comes is read and dropped until the client closes.
+        self._linger = self.loop.call_later(_LINGER_SECONDS, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+        super().connection_lost(exc)
+
+
 def _config(app: EmulatorApp, **options: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app,
+        http=_BoundedHttpTools,
         log_level="warning",
         access_log=False,
         lifespan="off",

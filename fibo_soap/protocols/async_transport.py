@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import logging
 import time
 import urllib.request
 import zlib
@@ -37,8 +36,16 @@ from fibo_soap.protocols.transport import (
     timeout_error,
 )
 
-#: httpx writes every request line, query string included, to this logger at INFO.
-_URL_LOGGER = "httpx"
+#: The loggers of httpx (every request line, query string included, at INFO) and of httpcore
+#: under it (a DEBUG trace that shows what a broken answer sent, as it came).
+_LOGGERS = (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
 
 #: httpx failures after which it is certain that no byte of the request reached the server.
 _NOT_SENT: tuple[type[Exception], ...] = (
@@ -83,6 +90,7 @@ class AsyncHttpTransport:
         found = urllib.request.getproxies() if proxies is None else proxies
         self._proxies = {k: v for k, v in found.items() if k in ("http", "https") and v}
         self._client: httpx.AsyncClient | None = None
+        guard_httpx()
 
     def _open(self) -> httpx.AsyncClient:
         limits = self._limits
@@ -116,8 +124,10 @@ class AsyncHttpTransport:
         # that drips its status line and headers a byte at a time would otherwise hold the call.
         seconds = self.longest if left is None else left
         try:
-            async with asyncio.timeout(seconds):
-                return await self._exchange(method, url, body, headers, seconds)
+            # What httpx and httpcore log of this request is redacted of the password it carries.
+            with logs.redacting_request(url, body):
+                async with asyncio.timeout(seconds):
+                    return await self._exchange(method, url, body, headers, seconds)
         except FiboError:
             raise
         except builtins.TimeoutError:
@@ -247,11 +257,9 @@ class _Routes(httpx.AsyncBaseTransport):
 
 
 def guard_httpx() -> None:
-    """Put ``logs.UrlSecretFilter`` on httpx's request logger, once (for clients that use GET,
-    whose URL carries the password)."""
-    logger = logging.getLogger(_URL_LOGGER)
-    if not any(isinstance(f, logs.UrlSecretFilter) for f in logger.filters):
-        logger.addFilter(logs.UrlSecretFilter())
+    """Put ``logs.UrlSecretFilter`` on httpx's and httpcore's loggers, once (every transport does:
+    a GET's URL carries the password, and a broken answer may echo it on any protocol)."""
+    logs.guard_loggers(_LOGGERS)
 
 
 def _reason(exc: BaseException) -> str:
