@@ -8,7 +8,7 @@ exception. It knows no protocol's details; protocols know no FIBO code.
 Each operation is written once, as a flow: a generator that does all of that and yields the steps
 of its wire call (``fibo_soap.resilience.Plan``: an attempt on a protocol, a wait) without doing
 any I/O. The ``facade`` decorator makes each flow a method of both clients: FiboClient's Caller
-runs the steps with blocking I/O (urllib3), AsyncFiboClient's AsyncCaller awaits them (httpx).
+runs the steps with blocking I/O (http.client), AsyncFiboClient's AsyncCaller awaits them (httpx).
 The two clients differ in their transport, their protocols, their caller and how they close.
 """
 
@@ -36,7 +36,7 @@ from typing import (
     overload,
 )
 
-from fibo_soap import codec, logs, phone, text
+from fibo_soap import codec, phone, text
 from fibo_soap.errors import (
     CODE_ACCEPTED,
     CODE_NO_SMS,
@@ -820,7 +820,7 @@ class FiboClient(_Client[Caller]):
         return AsmxHttpProtocol(self._transport, self.endpoint, "get" if name == "get" else "post")
 
     def _guard_url_logs(self) -> None:
-        logs.guard_urllib3()
+        """Nothing: http.client, under HttpTransport, writes no log."""
 
     def _new_caller(self, protocols: Sequence[Any], **options: Any) -> Caller:
         return Caller(protocols, **options)

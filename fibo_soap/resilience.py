@@ -4,7 +4,7 @@ ordered list of protocols, and the resolution of uncertain sends through GetSMSS
 Every wire call of a client goes through a Caller. The logic is written once, free of I/O:
 ``BaseCaller.flow`` is a generator that yields what must be done (``Attempt``: one request on one
 protocol; ``Wait``: a pause) and is sent what came of it (the result text, or the FiboError thrown
-in), and returns the decoded answer. ``Caller.run`` does those steps with blocking I/O (urllib3,
+in), and returns the decoded answer. ``Caller.run`` does those steps with blocking I/O (http.client,
 ``time.sleep``) for FiboClient; ``AsyncCaller.run`` awaits them (httpx, ``asyncio.sleep``) for
 AsyncFiboClient. The facade's operations are generators of the same steps (fibo_soap.client), so
 one driver runs a whole operation.

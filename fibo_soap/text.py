@@ -13,6 +13,7 @@ may hold one unit less than its size.
 from __future__ import annotations
 
 import enum
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -69,8 +70,9 @@ _VIETNAMESE_ASCII = {
     for ch in VIETNAMESE_LETTERS
 }
 
-_ALLOWED_CONTROLS = frozenset("\n\r\t")
-_XML_NONCHARACTERS = frozenset("\ufffe\uffff")
+#: What a text may not hold: control characters (category Cc) other than \t, \n and \r, and what
+#: XML cannot carry (lone surrogates, U+FFFE, U+FFFF). One search, not a loop over characters.
+_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 
 class Encoding(enum.StrEnum):
@@ -180,17 +182,20 @@ def check_text(text: str, *, field: str = "message") -> None:
         )
     if not text.strip():
         raise InvalidInputError(f"{field} is empty", field=field, value=text)
-    for index, ch in enumerate(text):
-        category = unicodedata.category(ch)
-        if category == "Cc" and ch not in _ALLOWED_CONTROLS:
-            what = "a control character"
-        elif category == "Cs" or ch in _XML_NONCHARACTERS:
-            what = "a character XML cannot carry"
-        else:
-            continue
-        raise InvalidInputError(
-            f"{field} contains {what}, U+{ord(ch):04X}, at index {index}", field=field, value=ch
-        )
+    refused = _REFUSED.search(text)
+    if refused is None:
+        return
+    ch = refused.group()
+    what = (
+        "a control character"
+        if unicodedata.category(ch) == "Cc"
+        else "a character XML cannot carry"
+    )
+    raise InvalidInputError(
+        f"{field} contains {what}, U+{ord(ch):04X}, at index {refused.start()}",
+        field=field,
+        value=ch,
+    )
 
 
 def prepare(
