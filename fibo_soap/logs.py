@@ -30,7 +30,9 @@ from typing import Any, TextIO
 from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 from xml.sax.saxutils import escape
 
-import structlog
+# structlog (and rich, which its console renderer imports when installed) is imported when an
+# event is first built, not with the library: a program that has not configured structlog has
+# not imported it either, and gets no event (``enabled``).
 
 LOGGER_NAME = "fibo_soap"
 MASK = "***"
@@ -54,6 +56,8 @@ _XML_PASSWORD = re.compile(r"<(?:[\w.-]+:)?clientPass(?:\s[^>]*)?>([^<]*)</", re
 
 def get_logger(**context: Any) -> Any:
     """The library's structlog logger, with ``context`` bound (resolved lazily, on first use)."""
+    import structlog
+
     return structlog.get_logger(LOGGER_NAME, **context)
 
 
@@ -87,6 +91,8 @@ class EventLogger:
 
     def get(self) -> Any:
         """The bound logger for the configuration in force."""
+        import structlog
+
         config = structlog.get_config()
         processors = config["processors"]
         wrapper = config["wrapper_class"]
@@ -114,8 +120,10 @@ class EventLogger:
 def enabled() -> bool:
     """True once the application (or ``configure``, or structlog's capture_logs) has configured
     structlog. Until then the library stays silent rather than print structlog's defaults to
-    stdout, where a program's own output goes."""
-    return structlog.is_configured()
+    stdout, where a program's own output goes. (Not configured, then, where no one has imported
+    structlog.)"""
+    structlog = sys.modules.get("structlog")
+    return structlog is not None and bool(structlog.is_configured())
 
 
 def mask_phone(phone: str) -> str:
@@ -276,6 +284,8 @@ def configure(
 ) -> None:
     """Set up structlog for an application: console or JSON lines on ``stream`` (stderr), at
     ``level`` (``DEBUG`` shows one event per attempt, ``INFO`` one per call)."""
+    import structlog
+
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
