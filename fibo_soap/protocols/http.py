@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 from fibo_soap import codec
 from fibo_soap.errors import AsmxError, HttpStatusError, ProtocolError
@@ -25,12 +26,22 @@ _FORM = "application/x-www-form-urlencoded"
 
 
 def form_fields(op: Operation, params: Mapping[str, str]) -> str:
-    """Every parameter of ``op`` form-encoded in wire order, '' for unset ones.
+    """Every parameter of ``op`` form-encoded in wire order, '' for unset ones: what
+    ``urllib.parse.urlencode`` writes.
 
     ASMX refuses a GET/POST call that lacks any parameter ("Missing parameter"), so each one is
     always sent.
     """
-    return urlencode([(name, params.get(name) or "") for name in op.params])
+    return "&".join(
+        f"{name}={value if _UNRESERVED(value) else quote_plus(value)}"
+        for name in op.params
+        for value in (params.get(name) or "",)
+    )
+
+
+#: What quote_plus leaves as it is: a value of only these needs no encoding (most of them: the
+#: account, GUIDs, service types, dates are quoted by nobody). Parameter names are all of these.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
 
 
 class AsmxForm:
