@@ -279,6 +279,8 @@ class HttpTransport:
             )
         else:
             connection = _connection_class(tls=False)(host, port, timeout=seconds)
+        if isinstance(connection, _Deadline):  # a proxy's answer to CONNECT is read by it too
+            connection.until(stop, self._read_timeout)
         if route.tunnel is not None:
             connection.set_tunnel(route.host, route.port, headers=route.tunnel)
         error: ConnectError
