@@ -98,7 +98,7 @@ class Rig:
 
 @pytest.fixture(params=["sync", "async"])
 def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
-    """Every test runs against FiboClient (urllib3) and AsyncFiboClient (httpx): two transports,
+    """Every test runs against FiboClient (http.client) and AsyncFiboClient (httpx): two transports,
     one set of defences."""
     if not hasattr(os, "mkfifo"):
         pytest.skip("needs POSIX FIFOs")
@@ -125,7 +125,7 @@ class Captured:
 
 @pytest.fixture(autouse=True)
 def captured() -> Iterator[Captured]:
-    """Every structlog event and every stdlib log record (urllib3's request lines included) of
+    """Every structlog event and every stdlib log record (httpx's request lines included) of
     the test, checked for the password when it ends."""
     records: list[str] = []
 
@@ -458,7 +458,7 @@ class Odd:
     steps: Callable[[str, Rig], list[Step]]
     error: type[FiboError] | dict[str, type[FiboError]]
     status: int | None = None
-    #: Where httpx (AsyncFiboClient) reads the bytes differently from urllib3.
+    #: Where httpx (AsyncFiboClient) reads the bytes differently from http.client.
     async_error: type[FiboError] | None = None
 
     def expected(self, protocol: str, flavor: str) -> type[FiboError]:
@@ -834,7 +834,7 @@ ODD = [
     ),
     Odd("bad-chunk-size", lambda p, r: _chunked(p, [b"ZZ\r\nabc\r\n0\r\n\r\n"]), TransportError),
     Odd("chunked-cut-short", lambda p, r: _chunked(p, [b"400\r\n<abc"]), TransportError),
-    # urllib3 ignores an invalid length and reads to the end of the connection; h11 refuses it.
+    # http.client ignores an invalid length and reads to the end of the connection; h11 refuses it.
     Odd(
         "bad-content-length",
         lambda p, r: [
@@ -995,8 +995,8 @@ def test_a_server_that_drips_its_headers_cannot_hold_the_call(rig: Rig, protocol
 def test_a_malformed_header_line_does_not_put_the_url_in_a_warning(
     rig: Rig, captured: Captured, request: pytest.FixtureRequest
 ) -> None:
-    # urllib3 logs "Failed to parse headers (url=...)" at WARNING on urllib3.connection: the
-    # URL of a GET holds the password. (httpx logs nothing of the kind.)
+    # Some HTTP libraries log such a head with the request's URL (urllib3: "Failed to parse
+    # headers (url=...)" at WARNING), and the URL of a GET holds the password.
     head = (
         b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nno colon here\r\nContent-Length: 4\r\n\r\n"
     )
