@@ -14,10 +14,10 @@ import dataclasses
 import functools
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal, TypedDict, cast
 
 from lxml import etree
 
@@ -25,7 +25,6 @@ from fibo_soap.errors import InvalidInputError, ProtocolError, ResponseTooLargeE
 from fibo_soap.models import VN_TZ, IncomingStatus, SmsStatus, StatusDocument
 from fibo_soap.operations import (
     REQUEST_DATE_FORMAT,
-    Column,
     Kind,
     Operation,
     RequestDocument,
@@ -46,6 +45,28 @@ SoapVersion = Literal["1.1", "1.2"]
 _local = threading.local()
 
 
+class _Hardening(TypedDict):
+    resolve_entities: bool
+    no_network: bool
+    load_dtd: bool
+    dtd_validation: bool
+    huge_tree: bool
+    remove_pis: bool
+    collect_ids: bool
+
+
+#: The settings of every parser made here: the thread's parser and each list's pull parser.
+_HARDENING: Final[_Hardening] = {
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "huge_tree": True,  # large list results are one long text node inside <string>
+    "remove_pis": True,
+    "collect_ids": False,
+}
+
+
 class _NoExternalResources(etree.Resolver):
     """Answers every external resource libxml2 asks for (DTD, entity) with an empty document.
 
@@ -63,18 +84,30 @@ def _parser() -> etree.XMLParser:
     # lxml parsers keep state while parsing, so each thread gets its own.
     parser: etree.XMLParser | None = getattr(_local, "parser", None)
     if parser is None:
-        parser = etree.XMLParser(
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            dtd_validation=False,
-            huge_tree=True,  # large list results are one long text node inside <string>
-            remove_pis=True,
-            collect_ids=False,
-        )
+        parser = etree.XMLParser(**_HARDENING)
         parser.resolvers.add(_NoExternalResources())
         _local.parser = parser
     return parser
+
+
+def _pull_parser() -> etree.XMLPullParser:
+    # A fresh one per document: it reports only where a DocumentElement root starts (the
+    # elements in between cost no event), so that the rows can be taken as they complete.
+    parser = etree.XMLPullParser(events=("start",), tag="{*}DocumentElement", **_HARDENING)
+    parser.resolvers.add(_NoExternalResources())
+    return parser
+
+
+def _failure(parser: etree._FeedParser) -> Any:
+    # lxml returns some documents that libxml2 reported errors in (an undeclared namespace
+    # prefix, when a warning comes after it): such a tree has tags like "soap:Envelope" that
+    # lxml's own QName refuses. Not namespace-well-formed, so not XML we take.
+    return next((e for e in parser.error_log if e.level >= etree.ErrorLevels.ERROR), None)
+
+
+def _has_doctype(root: etree._Element) -> bool:
+    docinfo: Any = root.getroottree().docinfo  # lxml-stubs lacks DocInfo.doctype
+    return bool(docinfo.doctype) or docinfo.internalDTD is not None
 
 
 def excerpt(data: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
@@ -114,16 +147,12 @@ def parse_xml(data: bytes | str, *, max_bytes: int = MAX_XML_BYTES) -> etree._El
         error = ProtocolError(f"malformed XML: {exc.msg}", excerpt=excerpt(data))
     if error is not None:
         raise error
-    # lxml returns some documents that libxml2 reported errors in (an undeclared namespace
-    # prefix, when a warning comes after it): such a tree has tags like "soap:Envelope" that
-    # lxml's own QName refuses. Not namespace-well-formed, so not XML we take.
-    failed = next((e for e in parser.error_log if e.level >= etree.ErrorLevels.ERROR), None)
+    failed = _failure(parser)
     if failed is not None:
         raise ProtocolError(f"malformed XML: {failed.message}", excerpt=excerpt(data))
     if root is None:
         raise ProtocolError("empty XML document", excerpt=excerpt(data))
-    docinfo: Any = root.getroottree().docinfo  # lxml-stubs lacks DocInfo.doctype
-    if docinfo.doctype or docinfo.internalDTD is not None:
+    if _has_doctype(root):
         raise ProtocolError("XML with a DOCTYPE is refused", excerpt=excerpt(data))
     return root
 
@@ -146,6 +175,21 @@ def sanitize_soap_answer(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> byte
     FIBO result is text, and a SOAP library reading one would keep only the text before the first
     element.
     """
+    root, _answer = soap_answer(data, max_bytes=max_bytes)
+    # zeep keeps comments and instructions, and reads only the text before one.
+    etree.strip_tags(root, etree.Comment, etree.ProcessingInstruction)
+    return etree.tostring(root, encoding="utf-8")
+
+
+def soap_answer(
+    data: bytes, *, max_bytes: int = MAX_XML_BYTES
+) -> tuple[etree._Element, etree._Element]:
+    """The Envelope of a SOAP answer and the one element of its Body (the response or a Fault).
+
+    ProtocolError unless the root is a SOAP 1.1 or 1.2 Envelope with one Body holding one
+    element, and when a result element (``Body/<OpResponse>/<OpResult>``) holds elements: every
+    FIBO result is text.
+    """
     root = parse_xml(data, max_bytes=max_bytes)
     env_ns = etree.QName(root).namespace
     if local_name(root) != "Envelope" or env_ns not in (SOAP11_NS, SOAP12_NS):
@@ -163,9 +207,13 @@ def sanitize_soap_answer(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> byte
     if local_name(answers[0]) != "Fault":
         for result in _children(answers[0]):
             _text(result)
-    # zeep keeps comments and instructions, and reads only the text before one.
-    etree.strip_tags(root, etree.Comment, etree.ProcessingInstruction)
-    return etree.tostring(root, encoding="utf-8")
+    return root, answers[0]
+
+
+def element_text(element: etree._Element) -> str:
+    """The text of an element that holds text only (comments and instructions in it skipped);
+    ProtocolError when it holds elements."""
+    return _text(element)
 
 
 def local_name(element: etree._Element) -> str:
@@ -287,7 +335,16 @@ class WrongPhones:
     guids: tuple[str, ...]
 
 
-Decoded = str | int | StatusDocument | WrongPhones | list[Any]
+@dataclass(frozen=True, slots=True)
+class StreamedOperation(Operation):
+    """An operation whose list answer :func:`decode_result` gives as a :class:`RowStream`,
+    decoded as it is iterated, rather than as a list (the client's ``iter_*`` methods)."""
+
+
+@functools.cache
+def streamed(op: Operation) -> StreamedOperation:
+    """``op`` with its list answers decoded as they are iterated (see StreamedOperation)."""
+    return StreamedOperation(*(getattr(op, field.name) for field in dataclasses.fields(op)))
 
 
 def parse_time(text: str) -> datetime:
@@ -302,6 +359,8 @@ def parse_time(text: str) -> datetime:
 
 
 def _convert(kind: Kind, text: str) -> Any:
+    # The plain form of a column's conversion; _typed_rows has fast paths for the usual texts
+    # and comes here for every other one.
     if kind is Kind.RAW:
         return text
     text = text.strip()
@@ -320,35 +379,285 @@ def _convert(kind: Kind, text: str) -> Any:
     return IncomingStatus(number) if number in IncomingStatus._value2member_map_ else number
 
 
+# How _typed_rows converts a column's text (the Kinds, grouped by their fast path).
+_RAW, _TEXT, _INT, _TIME, _STATUS = range(5)
+_CODES: Final = {
+    Kind.RAW: _RAW,
+    Kind.TEXT: _TEXT,
+    Kind.INT: _INT,
+    Kind.TIME: _TIME,
+    Kind.VN_TIME: _TIME,
+    Kind.SMS_STATUS: _STATUS,
+    Kind.INCOMING_STATUS: _STATUS,
+}
+_STATUS_BY_TEXT: Final[Mapping[Kind, Mapping[str, Any]]] = {
+    Kind.SMS_STATUS: {str(status.value): status for status in SmsStatus},
+    Kind.INCOMING_STATUS: {str(status.value): status for status in IncomingStatus},
+}
+#: Tag spellings a row plan remembers (the names of a list's columns as a server writes them).
+_TAGS_KEPT = 256
+#: Time texts one decode remembers at most (rows of a list, in time order, share timestamps).
+_TIMES_KEPT = 1024
+_UNSEEN: Final[Any] = object()
+
+# A column of a row plan: (position in the row model, fast path, Kind, statuses by text).
+_Spec = tuple[int, int, Kind, Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _RowPlan:
+    """How the rows of one list operation are built: the row model, its width, and the column
+    of each element name (exact tags as met, and lower-case local names)."""
+
+    operation: str
+    make: Callable[..., Any]
+    width: int
+    by_tag: dict[Any, _Spec | None]
+    by_name: dict[str, _Spec]
+
+    def column(self, tag: Any) -> _Spec | None:
+        """The column of a tag not met before (None for comments and unknown elements)."""
+        spec = None
+        if isinstance(tag, str):
+            spec = self.by_name.get(tag.rpartition("}")[2].lower())
+            if len(self.by_tag) < _TAGS_KEPT:
+                self.by_tag[tag] = spec
+        return spec
+
+
 @functools.cache
-def _column_map(op: Operation) -> dict[str, Column]:
-    return {column.element.lower(): column for column in op.columns}
-
-
-def _rows(op: Operation, root: etree._Element) -> list[Any]:
+def _row_plan(op: Operation) -> _RowPlan:
     assert op.row is not None
-    columns = _column_map(op)
     # Every field of the model, not only the operation's columns: a list that has no element
     # for a field (GetCommingSMSList has no SentDate) leaves it None.
     fields = [field.name for field in dataclasses.fields(op.row)]
-    rows: list[Any] = []
-    for row in _children(root):
-        values: dict[str, Any] = dict.fromkeys(fields)
-        for child in _children(row):
-            column = columns.get(local_name(child).lower())
-            if column is None:
+    by_name: dict[str, _Spec] = {}
+    by_tag: dict[Any, _Spec | None] = {}
+    for column in op.columns:
+        spec = (
+            fields.index(column.field),
+            _CODES[column.kind],
+            column.kind,
+            _STATUS_BY_TEXT.get(column.kind, {}),
+        )
+        by_name[column.element.lower()] = spec
+        by_tag[column.element] = spec
+    return _RowPlan(op.name, op.row, len(fields), by_tag, by_name)
+
+
+def _bad_value(plan: _RowPlan, spec: _Spec, element: etree._Element, text: str) -> Any:
+    """The value of a text the fast paths do not take, or the ProtocolError it stands for."""
+    try:
+        return _convert(spec[2], text)
+    except ValueError:
+        raise ProtocolError(
+            f"{plan.operation}: bad value in <{local_name(element)}>",
+            excerpt=excerpt(text),
+            operation=plan.operation,
+        ) from None
+
+
+def _typed_rows(plan: _RowPlan, rows: Iterable[etree._Element]) -> list[Any]:
+    """The typed rows of list row elements, in one pass over their children.
+
+    The same values as ``_convert`` on each column's whole text (``_text``): the usual texts take
+    a fast path (a time met before in this call, a status by its digits, an int() that takes
+    it), every other one goes through ``_convert``.
+    """
+    name = plan.operation
+    known = plan.by_tag.get
+    make = plan.make
+    blank: list[Any] = [None] * plan.width
+    times: dict[str, Any] = {}
+    out: list[Any] = []
+    append = out.append
+    for row in rows:
+        if row.tag.__class__ is not str:  # a comment or an instruction between the rows
+            continue
+        values = blank.copy()
+        for child in row:
+            spec = known(child.tag, _UNSEEN)
+            if spec is _UNSEEN:
+                spec = plan.column(child.tag)
+            if spec is None:
                 continue
-            text = _text(child, op.name)
-            try:
-                values[column.field] = _convert(column.kind, text)
-            except ValueError:
-                raise ProtocolError(
-                    f"{op.name}: bad value in <{local_name(child)}>",
-                    excerpt=excerpt(text),
-                    operation=op.name,
-                ) from None
-        rows.append(op.row(**values))
-    return rows
+            index, code, _, statuses = spec
+            # A comment inside the text (or an element, which _text refuses) makes children.
+            text = _text(child, name) if len(child) else child.text
+            if text is None:
+                values[index] = "" if code == _RAW else None
+            elif code == _RAW:
+                values[index] = text
+            elif code == _TEXT:
+                values[index] = text.strip() or None
+            elif code == _INT:
+                try:
+                    values[index] = int(text)
+                except ValueError:
+                    values[index] = _bad_value(plan, spec, child, text)
+            elif code == _TIME:
+                value = times.get(text, _UNSEEN)
+                if value is _UNSEEN:
+                    value = _bad_value(plan, spec, child, text)
+                    if len(times) >= _TIMES_KEPT:
+                        times.clear()
+                    times[text] = value
+                values[index] = value
+            else:
+                value = statuses.get(text, _UNSEEN)
+                values[index] = _bad_value(plan, spec, child, text) if value is _UNSEEN else value
+        append(make(*values))
+    return out
+
+
+def _rows(op: Operation, root: etree._Element) -> list[Any]:
+    return _typed_rows(_row_plan(op), root)
+
+
+#: Characters of a list text given to the pull parser at a time.
+_PULL_CHUNK = 64 * 1024
+#: List texts this long or longer are decoded as they are parsed, never held as a whole tree.
+_PULL_FROM = 512 * 1024
+
+
+class RowStream:
+    """The typed rows of a list document, decoded a slice of text at a time.
+
+    The parse is lxml's pull parser with the hardened parser's settings; the rows of each slice
+    are made and their elements dropped before the next slice is read, so the tree never holds
+    more than about one slice of rows. ``batches()`` gives the rows in document order, a list per
+    slice. Made by :func:`decode_result`, which reads as far as the document's root: a document
+    that is not a list (a status document, say) is complete by then and decoded whole.
+
+    What is wrong further on (malformed XML, a bad value, passing the size bound by a text that
+    is not ASCII) raises ProtocolError from the iteration, after the rows before it.
+    """
+
+    __slots__ = (
+        "_done",
+        "_head",
+        "_max_bytes",
+        "_parser",
+        "_plan",
+        "_pos",
+        "_root",
+        "_size",
+        "_text",
+        "document",
+    )
+
+    def __init__(self, op: Operation, text: str, *, max_bytes: int) -> None:
+        self._plan = _row_plan(op)
+        self._head = text[:400]
+        # Over the bound: refused before anything is parsed, as parse_xml does. A text that is
+        # not ASCII is counted as its slices are encoded (counting first would encode it twice).
+        if text.isascii() and len(text) > max_bytes:
+            raise ResponseTooLargeError(
+                f"XML document of {len(text)} bytes exceeds the bound of {max_bytes} bytes",
+                excerpt=excerpt(self._head),
+                operation=op.name,
+            )
+        self._text: str | None = text
+        self._max_bytes = max_bytes
+        self._pos = 0
+        self._size = 0
+        if text.startswith("<?xml"):
+            # The text is already decoded: a declared encoding (utf-16 from .NET) must not count.
+            end = text.find("?>")
+            if end != -1:
+                self._pos = end + 2
+                self._size = len(text[: self._pos].encode("utf-8"))
+        self._parser: etree.XMLPullParser | None = _pull_parser()
+        self._root: etree._Element | None = None
+        self._done = False
+        #: The whole document's root, when it is complete before a list root was seen.
+        self.document: etree._Element | None = None
+        while self._root is None and not self._done:
+            self._feed()
+
+    @property
+    def streaming(self) -> bool:
+        """True when the document is a list whose rows are still to be read."""
+        return self._root is not None
+
+    def _error(self, detail: str) -> ProtocolError:
+        return ProtocolError(detail, excerpt=excerpt(self._head), operation=self._plan.operation)
+
+    def _feed(self) -> None:
+        """Parse the next slice of the text, or finish the parse after the last one."""
+        parser = self._parser
+        assert parser is not None
+        text = self._text
+        error: ProtocolError | None = None  # raised outside the except block: no __context__
+        root: etree._Element | None = None
+        try:
+            if text is not None and self._pos < len(text):
+                chunk = text[self._pos : self._pos + _PULL_CHUNK].encode("utf-8")
+                self._pos += _PULL_CHUNK
+                self._size += len(chunk)
+                if self._size > self._max_bytes:
+                    raise ResponseTooLargeError(
+                        f"XML document exceeds the bound of {self._max_bytes} bytes",
+                        excerpt=excerpt(self._head),
+                        operation=self._plan.operation,
+                    )
+                parser.feed(chunk)
+            else:
+                self._text = None  # all of it is in the parser: the text can go
+                self._done = True
+                root = parser.close()
+        except etree.XMLSyntaxError as exc:
+            error = self._error(f"malformed XML: {exc.msg}")
+        if error is not None:
+            raise error
+        failed = _failure(parser)
+        if failed is not None:
+            raise self._error(f"malformed XML: {failed.message}")
+        for _event, started in parser.read_events():
+            element = cast(etree._Element, started)  # "start" events carry the element
+            if self._root is None and element.getparent() is None:
+                self._root = element
+                if _has_doctype(element):
+                    raise self._error("XML with a DOCTYPE is refused")
+        if self._done:
+            self._parser = None
+            if root is None:
+                raise self._error("empty XML document")
+            if _has_doctype(root):
+                raise self._error("XML with a DOCTYPE is refused")
+            if self._root is None:
+                self.document = root
+
+    def batches(self) -> Iterator[list[Any]]:
+        """The rows, a list per slice of text, in document order."""
+        root = self._root
+        if root is None:
+            return
+        plan = self._plan
+        while True:
+            if not self._done:
+                self._feed()
+            # Every row but the last has its end tag parsed; all of them once the parse is over.
+            rows = list(root) if self._done else list(root)[:-1]
+            count = len(rows)
+            batch = _typed_rows(plan, rows) if count else []
+            del rows  # no proxy left, so removing the elements frees them
+            if count:
+                del root[:count]
+            if batch:
+                yield batch
+            if self._done:
+                return
+
+    def collect(self) -> list[Any]:
+        """Every row, in one list."""
+        rows: list[Any] = []
+        for batch in self.batches():
+            rows.extend(batch)
+        return rows
+
+
+Decoded = str | int | StatusDocument | WrongPhones | list[Any] | RowStream
 
 
 def _status(root: etree._Element, op: Operation) -> StatusDocument:
@@ -368,7 +677,8 @@ def decode_result(op: Operation, text: str, *, max_bytes: int = MAX_XML_BYTES) -
     """The value inside an operation's result text (the second of the two parses).
 
     About gives its text; GetTotalPageOfClientSMS and a bare balance give an int; otherwise a
-    StatusDocument, WrongPhones, or the list of typed rows of ``op.row``.
+    StatusDocument, WrongPhones, or the list of typed rows of ``op.row`` (a RowStream for a
+    StreamedOperation, see :func:`streamed`).
     """
     if op.result is Result.TEXT:
         return text.strip()
@@ -382,11 +692,19 @@ def decode_result(op: Operation, text: str, *, max_bytes: int = MAX_XML_BYTES) -
             ) from None
     if not stripped:
         raise ProtocolError(f"{op.name}: empty result", operation=op.name)
-    try:
-        root = parse_xml(stripped, max_bytes=max_bytes)
-    except ProtocolError as exc:
-        exc.operation = op.name
-        raise
+    stream = isinstance(op, StreamedOperation)
+    if op.row is not None and (stream or len(stripped) >= _PULL_FROM):
+        rows = RowStream(op, stripped, max_bytes=max_bytes)
+        if rows.streaming:
+            return rows if stream else rows.collect()
+        assert rows.document is not None
+        root = rows.document
+    else:
+        try:
+            root = parse_xml(stripped, max_bytes=max_bytes)
+        except ProtocolError as exc:
+            exc.operation = op.name
+            raise
     name = local_name(root).lower()
     if name == "sms":
         return _status(root, op)
@@ -427,8 +745,45 @@ def encode_rows(op: Operation, rows: Iterable[Any]) -> str:
     return etree.tostring(root, encoding="unicode")
 
 
+# The emulator answers every call with these writers. Their fixed parts are constant (or written
+# by lxml once per namespace and method) and only the text between them changes, escaped as
+# libxml2 escapes text content; the output is byte for byte the lxml tree's
+# (tests/test_emulator_codec.py compares them). Text that XML cannot carry takes the lxml path,
+# which refuses it as it always has. A tree costs microseconds a send does not need to spend.
+
+# What XML 1.0 text may hold (its Char production); lxml refuses anything else.
+_NOT_XML_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_SLOT = "fibo-text-slot"
+
+
+def _xml_text(text: str) -> str | None:
+    """``text`` escaped as libxml2 writes text content, or None when XML cannot carry it."""
+    if _NOT_XML_TEXT.search(text) is not None:
+        return None
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+    )
+
+
+def _split_at_slot(document: bytes) -> tuple[bytes, bytes] | None:
+    """The bytes around the text slot of a document written with ``_SLOT`` as its text."""
+    head, slot, tail = document.partition(_SLOT.encode())
+    # A namespace spelling the slot itself would make the split ambiguous: no template then.
+    if not slot or _SLOT.encode() in head or _SLOT.encode() in tail:
+        return None
+    return head, tail
+
+
 def encode_status(code: int, message: str) -> str:
     """A status document ``<SMS><Code/><Message/><Time/></SMS>``."""
+    code_text = _xml_text(str(code))
+    message_text = _xml_text(message)
+    if code_text is None or message_text is None:
+        return _encode_status_tree(code, message)
+    return f"<SMS><Code>{code_text}</Code><Message>{message_text}</Message><Time/></SMS>"
+
+
+def _encode_status_tree(code: int, message: str) -> str:
     root = etree.Element("SMS")
     etree.SubElement(root, "Code").text = str(code)
     etree.SubElement(root, "Message").text = message
@@ -470,10 +825,23 @@ def decode_http_body(body: bytes, *, max_bytes: int = MAX_XML_BYTES) -> str:
 
 def encode_http_body(op: Operation, value: str | int, namespace: str) -> bytes:
     """An ASMX GET/POST answer: ``<string xmlns=…>escaped text</string>`` (``<int>`` for ints)."""
+    text = _xml_text(str(value))
+    template = _http_body_template(op.returns_int, namespace)
+    if text is None or template is None:
+        return _encode_http_body_tree(op.returns_int, str(value), namespace)
+    return template[0] + text.encode("utf-8") + template[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _http_body_template(returns_int: bool, namespace: str) -> tuple[bytes, bytes] | None:
+    return _split_at_slot(_encode_http_body_tree(returns_int, _SLOT, namespace))
+
+
+def _encode_http_body_tree(returns_int: bool, text: str, namespace: str) -> bytes:
     root = etree.Element(
-        f"{{{namespace}}}{'int' if op.returns_int else 'string'}", nsmap=_default_ns(namespace)
+        f"{{{namespace}}}{'int' if returns_int else 'string'}", nsmap=_default_ns(namespace)
     )
-    root.text = str(value)
+    root.text = text
     return etree.tostring(root, xml_declaration=True, encoding="utf-8")
 
 
@@ -498,11 +866,28 @@ def encode_soap_response(
     op: Operation, value: str | int, *, version: SoapVersion, namespace: str
 ) -> bytes:
     """A SOAP response envelope ``<OpResponse><OpResult>…</OpResult></OpResponse>``."""
+    text = _xml_text(str(value))
+    template = _soap_response_template(op.name, version, namespace)
+    if text is None or template is None:
+        return _encode_soap_response_tree(op.name, str(value), version, namespace)
+    return template[0] + text.encode("utf-8") + template[1]
+
+
+@functools.lru_cache(maxsize=256)
+def _soap_response_template(
+    method: str, version: SoapVersion, namespace: str
+) -> tuple[bytes, bytes] | None:
+    return _split_at_slot(_encode_soap_response_tree(method, _SLOT, version, namespace))
+
+
+def _encode_soap_response_tree(
+    method: str, text: str, version: SoapVersion, namespace: str
+) -> bytes:
     envelope, body = _envelope(version)
     response = etree.SubElement(
-        body, f"{{{namespace}}}{op.name}Response", nsmap=_default_ns(namespace)
+        body, f"{{{namespace}}}{method}Response", nsmap=_default_ns(namespace)
     )
-    etree.SubElement(response, f"{{{namespace}}}{op.name}Result").text = str(value)
+    etree.SubElement(response, f"{{{namespace}}}{method}Result").text = text
     return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
 
 
@@ -545,24 +930,36 @@ def decode_soap_request(body: bytes, *, max_bytes: int = MAX_XML_BYTES) -> SoapR
     A parameter element that is present but nil or empty maps to None or '' as .NET binds it.
     """
     root = parse_xml(body, max_bytes=max_bytes)
-    env_ns = etree.QName(root).namespace
-    if local_name(root) != "Envelope" or env_ns not in (SOAP11_NS, SOAP12_NS):
+    # Tags compared whole: neither envelope namespace holds a "}", so this is the namespace and
+    # the local name compared apart.
+    envelope = _ENVELOPES.get(root.tag)
+    if envelope is None:
         raise ProtocolError("not a SOAP envelope", excerpt=excerpt(body))
-    version: SoapVersion = "1.1" if env_ns == SOAP11_NS else "1.2"
-    soap_body = next(
-        (c for c in _children(root) if c.tag == f"{{{env_ns}}}Body"),
-        None,
-    )
+    version, body_tag = envelope
+    soap_body = next((c for c in root.iterchildren(body_tag)), None)
     if soap_body is None:
         raise ProtocolError("SOAP envelope without a Body", excerpt=excerpt(body))
-    elements = list(_children(soap_body))
+    elements = list(soap_body.iterchildren(etree.Element))
     if len(elements) != 1:
         raise ProtocolError("SOAP Body must hold exactly one element", excerpt=excerpt(body))
     call = elements[0]
     params: dict[str, str | None] = {}
-    nil = "{http://www.w3.org/2001/XMLSchema-instance}nil"
-    for child in _children(call):
+    for child in call.iterchildren(etree.Element):
         # xsi:nil is an xs:boolean: .NET (XmlConvert.ToBoolean) takes "1" and "true", trimmed.
-        is_nil = (child.get(nil) or "").strip() in ("true", "1")
-        params[local_name(child)] = None if is_nil else _text(child)
-    return SoapRequest(version, etree.QName(call).namespace or "", local_name(call), params)
+        # Parameters rarely carry attributes: an empty attribute map is cheaper to test than a
+        # lookup by namespaced name.
+        attributes = child.attrib
+        nil = attributes.get(_XSI_NIL) if attributes else None
+        is_nil = nil is not None and nil.strip() in ("true", "1")
+        params[child.tag.rpartition("}")[2]] = None if is_nil else _text(child)
+    # As etree.QName(call).namespace and local_name(call) split it.
+    tag = call.tag
+    namespace = tag[1 : tag.index("}")] if tag.startswith("{") else ""
+    return SoapRequest(version, namespace, tag.rpartition("}")[2], params)
+
+
+_ENVELOPES: dict[Any, tuple[SoapVersion, str]] = {
+    f"{{{SOAP11_NS}}}Envelope": ("1.1", f"{{{SOAP11_NS}}}Body"),
+    f"{{{SOAP12_NS}}}Envelope": ("1.2", f"{{{SOAP12_NS}}}Body"),
+}
+_XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"

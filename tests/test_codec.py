@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import parse_qs, urlencode
 from xml.sax.saxutils import escape
 
@@ -28,7 +29,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from fibo_soap import codec
 from fibo_soap.codec import (
+    RowStream,
     WrongPhones,
     decode_document,
     decode_http_body,
@@ -42,6 +45,7 @@ from fibo_soap.codec import (
     encode_status,
     encode_wrong_phones,
     parse_xml,
+    streamed,
 )
 from fibo_soap.errors import InvalidInputError, ProtocolError, ResponseTooLargeError
 from fibo_soap.models import (
@@ -732,6 +736,37 @@ def test_list_documents_decode_to_typed_rows(
     _assert_rows(decode_result(OPERATIONS[name], carrier(name, printed)), expected)
 
 
+def _streamed_rows(name: str, text: str) -> Any:
+    """What a streamed decode gives: its rows as one list, or the value it is not a list of."""
+    decoded = decode_result(streamed(OPERATIONS[name]), text)
+    if isinstance(decoded, RowStream):
+        return [row for batch in decoded.batches() for row in batch]
+    return decoded
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64 * 1024])
+@pytest.mark.parametrize("carrier", CARRIERS[:3])
+@pytest.mark.parametrize(("name", "printed", "expected"), LIST_GOLDEN)
+def test_list_documents_decode_alike_when_pulled_a_slice_at_a_time(
+    chunk: int, carrier: Carrier, name: str, printed: str, expected: list[Any]
+) -> None:
+    text = carrier(name, printed)
+    with mock.patch.object(codec, "_PULL_FROM", 0), mock.patch.object(codec, "_PULL_CHUNK", chunk):
+        _assert_rows(decode_result(OPERATIONS[name], text), expected)
+        _assert_rows(_streamed_rows(name, text), expected)
+
+
+LIST_STATUS_GOLDEN = [c for c in STATUS_GOLDEN if OPERATIONS[str(c.values[0])].row is not None]
+
+
+@pytest.mark.parametrize(("name", "printed", "code", "message"), LIST_STATUS_GOLDEN)
+def test_status_documents_of_list_operations_decode_alike_when_streamed(
+    name: str, printed: str, code: int, message: str
+) -> None:
+    with mock.patch.object(codec, "_PULL_CHUNK", 3):
+        assert _streamed_rows(name, _get(name, printed)) == StatusDocument(code, message, "")
+
+
 BARE_GOLDEN = [
     pytest.param("About", ABOUT_21, "www.Fibovietnam.com", id="2.1-About"),
     pytest.param("GetClientBalance", BALANCE_23, 529, id="2.3-balance"),
@@ -1104,6 +1139,29 @@ def test_doctype_in_the_inner_document_is_refused_with_nothing_read(
     assert caught.value.operation == "SendSMS"
     assert not tripwire.opened.is_set()
     assert "root:" not in str(caught.value)
+
+
+@pytest.mark.parametrize("chunk", [1, 64 * 1024])
+@pytest.mark.parametrize("kind", list(HOSTILE_PROLOGS))
+def test_doctype_in_a_pulled_list_is_refused_with_nothing_read(
+    tripwire: Tripwire, kind: str, chunk: int
+) -> None:
+    # The pull parser has the hardened parser's settings and resolver, and refuses a DOCTYPE by
+    # the time the root starts: before any row is made.
+    use = HOSTILE_USES.get(kind, "x")
+    document = (
+        f"{HOSTILE_PROLOGS[kind](tripwire.path)}<DocumentElement><SMSLIST><SMSID>1</SMSID>"
+        f"<Message>{use}</Message></SMSLIST></DocumentElement>"
+    )
+    body = _asmx_body("string", escape(document))
+    text = decode_http_body(body)
+    with mock.patch.object(codec, "_PULL_CHUNK", chunk):
+        for op in (streamed(OPERATIONS["GetSMSSentList"]), OPERATIONS["GetSMSSentList"]):
+            with mock.patch.object(codec, "_PULL_FROM", 0), pytest.raises(ProtocolError) as caught:
+                decode_result(op, text)
+            assert caught.value.operation == "GetSMSSentList"
+            assert "root:" not in str(caught.value)
+    assert not tripwire.opened.is_set()
 
 
 @pytest.mark.parametrize("kind", list(HOSTILE_PROLOGS))
