@@ -13,6 +13,8 @@ from __future__ import annotations
 import enum
 import os
 import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -155,11 +157,13 @@ def load_document(
 
 
 def clear_cache() -> None:
-    """Nothing: forgets every parsed WSDL, so that the next :func:`load_document` of a location
-    parses it again (after ``fibo-sms wsdl refresh`` rewrote it, or between tests)."""
+    """Nothing: forgets every parsed WSDL, so that the next :func:`load_document` or
+    :func:`soap_binding` of a location parses it again (after ``fibo-sms wsdl refresh`` rewrote
+    it, or between tests)."""
     with _cache_lock:
         _cache.clear()
         _location_locks.clear()
+        _bindings.clear()
 
 
 def _binding_class(kind: BindingKind) -> type[Any]:
@@ -274,3 +278,205 @@ def wsdl_namespace(source: bytes | None = None) -> str:
     if root.tag != f"{{{_WSDL_NS}}}definitions" or not namespace:
         raise ProtocolError("not a WSDL document with a targetNamespace")
     return namespace
+
+
+# --- the SOAP bindings read without zeep, for the fast path of SoapProtocol --------------------
+
+_XSD_NS: Final = "http://www.w3.org/2001/XMLSchema"
+_SOAP_BINDING_NS: Final = {
+    BindingKind.SOAP11: "http://schemas.xmlsoap.org/wsdl/soap/",
+    BindingKind.SOAP12: "http://schemas.xmlsoap.org/wsdl/soap12/",
+}
+
+
+class UnsupportedWsdlError(ProtocolError):
+    """The WSDL uses more of WSDL or XML Schema than :func:`read_soap_binding` reads (imports,
+    references, RPC style, encoded use...): zeep, which reads all of it, calls it instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class SoapOperation:
+    """What a SOAP call of one wire method needs from the WSDL, in the shape the envelope is
+    written and read in."""
+
+    name: str
+    #: The SOAPAction (SOAP 1.1 header; SOAP 1.2 ``action`` parameter of the Content-Type).
+    action: str
+    #: The request element's start and end tags, its namespace declared.
+    open: str
+    close: str
+    #: The request element's children, in schema order.
+    params: tuple[str, ...]
+    #: Whether the children are in the request element's namespace (elementFormDefault).
+    qualified: bool
+    #: ``{namespace}Name`` of the response element and of its result child.
+    response: str
+    result: str
+
+
+@dataclass(frozen=True, slots=True)
+class SoapBinding:
+    """The operations of one SOAP binding of a WSDL, by wire method name."""
+
+    kind: BindingKind
+    operations: Mapping[str, SoapOperation]
+
+
+def _qname(node: etree._Element, value: str | None, what: str) -> str:
+    """``{namespace}local`` of a QName-valued attribute, resolved against ``node``'s prefixes."""
+    if not value:
+        raise UnsupportedWsdlError(f"the WSDL's {what} names nothing")
+    prefix, _, local = value.rpartition(":")
+    namespace = node.nsmap.get(prefix or None)
+    if namespace is None:
+        if prefix:
+            raise UnsupportedWsdlError(f"the WSDL's {what} uses an undeclared prefix {prefix!r}")
+        return local
+    return f"{{{namespace}}}{local}"
+
+
+def _schema_elements(root: etree._Element) -> dict[str, tuple[etree._Element, etree._Element]]:
+    """Every global element of the WSDL's inline schemas: ``{ns}name`` → (element, schema)."""
+    found: dict[str, tuple[etree._Element, etree._Element]] = {}
+    for schema in root.iterfind(f"{{{_WSDL_NS}}}types/{{{_XSD_NS}}}schema"):
+        if schema.find(f"{{{_XSD_NS}}}import") is not None:
+            raise UnsupportedWsdlError("the WSDL's schema imports another")
+        namespace = schema.get("targetNamespace", "")
+        for element in schema.iterfind(f"{{{_XSD_NS}}}element"):
+            found[f"{{{namespace}}}{element.get('name')}"] = (element, schema)
+    return found
+
+
+def _sequence(
+    qname: str, elements: dict[str, tuple[etree._Element, etree._Element]]
+) -> tuple[tuple[str, ...], bool]:
+    """The child names of the sequence of global element ``qname`` and whether they are
+    qualified; UnsupportedWsdlError for any other shape than ASMX's (an anonymous complexType
+    with one sequence of simple, named elements, or none)."""
+    if qname not in elements:
+        raise UnsupportedWsdlError(f"the WSDL's schema has no element {qname}")
+    element, schema = elements[qname]
+    types = element.findall(f"{{{_XSD_NS}}}complexType")
+    if element.get("type") is not None or len(types) != 1:
+        raise UnsupportedWsdlError(f"element {qname} is not an inline complexType")
+    shape = [child for child in types[0] if isinstance(child.tag, str)]
+    sequence = shape[0] if shape else None
+    if shape and (len(shape) != 1 or sequence is None or sequence.tag != f"{{{_XSD_NS}}}sequence"):
+        raise UnsupportedWsdlError(f"element {qname} is not one sequence")
+    names: list[str] = []
+    forms: set[str] = set()
+    default_form = schema.get("elementFormDefault", "unqualified")
+    for child in sequence if sequence is not None else ():
+        if not isinstance(child.tag, str):
+            continue
+        name = child.get("name")
+        if child.tag != f"{{{_XSD_NS}}}element" or not name or child.get("ref") is not None:
+            raise UnsupportedWsdlError(f"element {qname} holds something else than elements")
+        names.append(name)
+        forms.add(child.get("form", default_form))
+    if len(forms) > 1:
+        raise UnsupportedWsdlError(f"element {qname} mixes qualified and unqualified children")
+    return tuple(names), forms != {"unqualified"}
+
+
+def read_soap_binding(data: bytes, kind: BindingKind) -> SoapBinding:
+    """The first binding of ``kind`` (SOAP 1.1 or 1.2) in the WSDL text ``data``, read with the
+    hardened parser: document/literal operations whose messages are one element each.
+
+    ProtocolError when it is not a WSDL or has no such binding; UnsupportedWsdlError when it is
+    of a shape only zeep reads.
+    """
+    soap_ns = _SOAP_BINDING_NS[kind]
+    root = parse_xml(data)
+    if root.tag != f"{{{_WSDL_NS}}}definitions":
+        raise ProtocolError(f"not a WSDL document: the root element is {root.tag}")
+    for binding in root.iterfind(f"{{{_WSDL_NS}}}binding"):
+        style = binding.find(f"{{{soap_ns}}}binding")
+        if style is not None:
+            break
+    else:
+        raise ProtocolError(f"the WSDL has no {kind.value} binding")
+    if style.get("style", "document") != "document":
+        raise UnsupportedWsdlError(f"the {kind.value} binding is not document style")
+    by_name = {
+        f"{{{root.get('targetNamespace', '')}}}{node.get('name')}": node
+        for tag in ("portType", "message")
+        for node in root.iterfind(f"{{{_WSDL_NS}}}{tag}")
+    }
+    port_type = by_name.get(_qname(binding, binding.get("type"), "binding type"))
+    if port_type is None:
+        raise UnsupportedWsdlError(f"the {kind.value} binding's portType is not in the WSDL")
+    elements = _schema_elements(root)
+
+    def message_element(operation: etree._Element, direction: str) -> str:
+        io = operation.find(f"{{{_WSDL_NS}}}{direction}")
+        message = by_name.get(
+            _qname(operation, io.get("message") if io is not None else "", direction)
+        )
+        parts = message.findall(f"{{{_WSDL_NS}}}part") if message is not None else []
+        if len(parts) != 1 or parts[0].get("element") is None:
+            raise UnsupportedWsdlError(f"the {direction} of an operation is not one element")
+        return _qname(parts[0], parts[0].get("element"), "message part")
+
+    abstract = {op.get("name"): op for op in port_type.iterfind(f"{{{_WSDL_NS}}}operation")}
+    operations: dict[str, SoapOperation] = {}
+    for node in binding.iterfind(f"{{{_WSDL_NS}}}operation"):
+        name = node.get("name", "")
+        soap_operation = node.find(f"{{{soap_ns}}}operation")
+        bodies = node.findall(f"{{{_WSDL_NS}}}input/{{{soap_ns}}}body")
+        if name not in abstract or soap_operation is None:
+            raise UnsupportedWsdlError(f"operation {name} is not fully described")
+        if any(body.get("use", "literal") != "literal" for body in bodies):
+            raise UnsupportedWsdlError(f"operation {name} is not literal")
+        request = message_element(abstract[name], "input")
+        response = message_element(abstract[name], "output")
+        params, qualified = _sequence(request, elements)
+        results, result_qualified = _sequence(response, elements)
+        if len(results) != 1:
+            raise UnsupportedWsdlError(f"the response of {name} is not one result")
+        namespace, _, local = request[1:].partition("}")
+        response_ns = response[1:].partition("}")[0]
+        if qualified:
+            open_tag, close_tag = f'<{local} xmlns="{_attr(namespace)}">', f"</{local}>"
+        else:
+            open_tag, close_tag = f'<m:{local} xmlns:m="{_attr(namespace)}">', f"</m:{local}>"
+        operations[name] = SoapOperation(
+            name=name,
+            action=soap_operation.get("soapAction", ""),
+            open=open_tag,
+            close=close_tag,
+            params=params,
+            qualified=qualified,
+            response=response,
+            result=f"{{{response_ns}}}{results[0]}" if result_qualified else results[0],
+        )
+    return SoapBinding(kind, operations)
+
+
+def _attr(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+
+
+_bindings: dict[tuple[str, BindingKind], SoapBinding] = {}
+
+
+def soap_binding(
+    location: str | os.PathLike[str] | None,
+    kind: BindingKind,
+    fetch: Callable[[str], bytes] | None = None,
+) -> SoapBinding:
+    """:func:`read_soap_binding` of the WSDL at ``location`` (the bundled one by default), once
+    per process and location; ``fetch`` reads a URL's bytes (a live ``?WSDL``)."""
+    key = (_cache_key(location), kind)
+    binding = _bindings.get(key)
+    if binding is None:
+        text = key[0]
+        scheme = urlparse(text).scheme.lower()
+        if scheme in ("http", "https"):
+            if fetch is None:
+                raise ProtocolError(f"the WSDL at {text} must be fetched first")
+            data = fetch(text)
+        else:
+            data = Path(urlparse(text).path if scheme == "file" else text).read_bytes()
+        binding = _bindings.setdefault(key, read_soap_binding(data, kind))
+    return binding

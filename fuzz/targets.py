@@ -112,28 +112,42 @@ _canned = _CannedTransport()
 _protocols: dict[str, Any] = {}
 
 
-def _soap_protocol(version: str) -> Any:
+def _soap_protocol(version: str, engine: str) -> Any:
     from fibo_soap.protocols.soap import SoapProtocol
 
-    protocol = _protocols.get(version)
+    protocol = _protocols.get(version + engine)
     if protocol is None:
-        protocol = SoapProtocol(_canned, "http://127.0.0.1:1/Service.asmx", version)  # type: ignore[arg-type]
-        _protocols[version] = protocol
+        protocol = SoapProtocol(
+            _canned,  # type: ignore[arg-type]
+            "http://127.0.0.1:1/Service.asmx",
+            version,  # type: ignore[arg-type]
+            engine=engine,  # type: ignore[arg-type]
+        )
+        _protocols[version + engine] = protocol
     return protocol
 
 
 def soap_answer(data: bytes) -> None:
-    """A SOAP answer taken through the whole SOAP protocol: screening, the hardened parser, zeep
-    and the mapping of zeep's failures."""
+    """A SOAP answer taken through the whole SOAP protocol by both engines: screening, the
+    hardened parser, then the fast reader or zeep and the mapping of zeep's failures, then the
+    result's decoding. Where both decode a result, it is the same one. (Their texts may differ
+    where the decoder refuses both: zeep reads a non-number in an int result as nothing.)"""
     first, second, body = _split(data)
     op = OPS[first % len(OPS)]
-    protocol = _soap_protocol("soap12" if second & 1 else "soap11")
+    version = "soap12" if second & 1 else "soap11"
     status, media = ANSWERS[(second >> 1) % len(ANSWERS)]
     _canned.answer = Response(status, {"Content-Type": media} if media else {}, body)
-    text = _tolerated(lambda: protocol.call(op, {name: "x" for name in op.params}))
-    if text is not None:
-        assert isinstance(text, str)
-        _tolerated(lambda: codec.decode_result(op, text, max_bytes=BOUND))
+    params = {name: "x" for name in op.params}
+    decoded = []
+    for engine in ("fast", "zeep"):
+        protocol = _soap_protocol(version, engine)
+        text = _tolerated(lambda protocol=protocol: protocol.call(op, params))
+        if text is not None:
+            assert isinstance(text, str)
+            text = _tolerated(lambda text=text: codec.decode_result(op, text, max_bytes=BOUND))
+        decoded.append(text)
+    if None not in decoded:
+        assert decoded[0] == decoded[1], decoded
 
 
 # --- the emulator's side: requests ---------------------------------------------------------
@@ -193,8 +207,11 @@ def _form(body: bytes) -> None:
 def warm_up() -> None:
     """Import what the targets use lazily (zeep, the SOAP protocol) and parse the WSDL, so that
     the atheris entry points instrument it and no input pays for it."""
-    _soap_protocol("soap11").service  # noqa: B018
-    _soap_protocol("soap12").service  # noqa: B018
+    from fibo_soap import wsdl
+
+    for version, kind in (("soap11", wsdl.BindingKind.SOAP11), ("soap12", wsdl.BindingKind.SOAP12)):
+        _soap_protocol(version, "zeep").service  # noqa: B018
+        wsdl.soap_binding(None, kind)
 
 
 # --- the emulator as a whole: any request into its ASGI app -------------------------------

@@ -487,7 +487,8 @@ def test_the_readme_example_records_replays_and_catches_a_change(pytester: pytes
     interactions = yaml.safe_load(cassette.read_text("utf-8"))["interactions"]
     bodies = [i["request"]["body"] for i in interactions]
     assert len(bodies) == 2
-    assert all("<ns0:clientPass>***</ns0:clientPass>" in body for body in bodies)
+    # The password element, in whatever prefix the envelope gives it, holds the placeholder.
+    assert all(re.search(r"<(\w+:)?clientPass>\*\*\*</(\w+:)?clientPass>", b) for b in bodies)
     assert {i["request"]["uri"] for i in interactions} == {"http://127.0.0.1:1/Service.asmx"}
 
     replayed = pytester.runpytest_subprocess("--block-network", "-p", "no:cacheprovider")

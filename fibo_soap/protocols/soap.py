@@ -1,27 +1,48 @@
-"""SOAP 1.1 and 1.2 through zeep, driven by the WSDL, sending over the client's HttpTransport.
+"""SOAP 1.1 and 1.2, driven by the WSDL, sending over the client's HttpTransport.
 
-``SoapProtocol`` calls through zeep's Client, ``AsyncSoapProtocol`` through zeep's AsyncClient
-over ``AsyncHttpTransport``; both share the screening of answers, the reading of the WSDL and the
-mapping of zeep's failures onto the exception tree.
+Two engines write the envelope and read the answer, both from the same WSDL:
+
+- ``"fast"`` (the default): the binding is read once with the hardened parser
+  (``wsdl.read_soap_binding``); an envelope is the operation's fixed tags around the escaped
+  values, and an answer is parsed once. zeep is not imported. A WSDL of a shape it does not read
+  (imports, RPC style, encoded use...) falls back to zeep.
+- ``"zeep"``: zeep's Client (``AsyncClient`` for AsyncFiboClient) and its serializer, over a
+  zeep Transport that sends through the client's own transport.
+
+``SoapProtocol`` and ``AsyncSoapProtocol`` share the screening of answers, the reading of the
+WSDL and the mapping of failures onto the exception tree.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlparse
 
-from fibo_soap import codec
-from fibo_soap.errors import FiboError, HttpStatusError, ProtocolError, SoapFaultError
+from fibo_soap import codec, wsdl
+from fibo_soap.errors import (
+    FiboError,
+    HttpStatusError,
+    InvalidInputError,
+    ProtocolError,
+    SoapFaultError,
+)
 from fibo_soap.operations import Operation
 from fibo_soap.protocols.transport import HttpTransport, Response
 
 if TYPE_CHECKING:
+    from lxml import etree
+
     from fibo_soap.protocols.async_transport import AsyncHttpTransport
 
 SoapName = Literal["soap11", "soap12"]
+#: How envelopes are written and answers read: see the module's docstring.
+SoapEngine = Literal["fast", "zeep"]
+
+_KIND = {"soap11": wsdl.BindingKind.SOAP11, "soap12": wsdl.BindingKind.SOAP12}
+_ENVELOPE_NS = {"soap11": codec.SOAP11_NS, "soap12": codec.SOAP12_NS}
 
 
 class _ZeepResponse:
@@ -112,12 +133,26 @@ def _wsdl_bytes(response: Response, max_bytes: int) -> bytes:
 
 
 def _screened(response: Response, max_bytes: int) -> Response:
-    """The answer as zeep may read it, or the error it stands for.
+    """The answer as zeep may read it, or the error it stands for (see ``_screen``).
+
+    What zeep reads has been through the hardened parser: no DOCTYPE, and no comment or
+    processing instruction, which zeep keeps and which split a text.
+    """
+    _screen(response)
+    try:
+        content = codec.sanitize_soap_answer(response.content, max_bytes=max_bytes)
+    except ProtocolError as exc:
+        exc.status = response.status
+        raise
+    return Response(response.status, response.headers, content)
+
+
+def _screen(response: Response) -> None:
+    """Nothing, or the error an answer that cannot be the service's stands for.
 
     ASMX answers a SOAP call with 200 (the result) or 500 (a fault), in XML. Anything else is not
-    the service's answer (a proxy's login page, a redirect, an HTML error page), and zeep would
-    take a well-formed one for a fault. What zeep reads has been through the hardened parser: no
-    DOCTYPE, and no comment or processing instruction, which zeep keeps and which split a text.
+    the service's answer (a proxy's login page, a redirect, an HTML error page), and a SOAP
+    reader would take a well-formed one for a fault.
     """
     status, media = response.status, response.media_type
     if status not in (200, 500) or (status == 500 and "xml" not in media):
@@ -139,24 +174,141 @@ def _screened(response: Response, max_bytes: int) -> Response:
         )
     if not response.content.strip():
         raise ProtocolError("the answer is empty", status=status)
-    try:
-        content = codec.sanitize_soap_answer(response.content, max_bytes=max_bytes)
-    except ProtocolError as exc:
-        exc.status = status
-        raise
-    return Response(status, response.headers, content)
+
+
+class _FastSoap:
+    """The fast engine for one binding: envelopes written from the WSDL's operations, answers
+    read with one parse."""
+
+    __slots__ = ("_binding", "_head", "_headers", "_tail", "_version")
+
+    def __init__(self, binding: wsdl.SoapBinding, version: SoapName) -> None:
+        self._binding = binding
+        self._version = version
+        namespace = _ENVELOPE_NS[version]
+        self._head = (
+            f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{namespace}">'
+            "<soap:Body>"
+        )
+        self._tail = "</soap:Body></soap:Envelope>"
+        self._headers: dict[str, dict[str, str]] = {}
+        for name, operation in binding.operations.items():
+            action = operation.action
+            # SOAPAction in both versions, as zeep sends it (SOAP 1.2 reads the action from
+            # the Content-Type; ASMX ignores the header there).
+            headers = {"SOAPAction": f'"{action}"'}
+            if version == "soap11":
+                headers["Content-Type"] = "text/xml; charset=utf-8"
+            else:
+                headers["Content-Type"] = f'application/soap+xml; charset=utf-8; action="{action}"'
+            self._headers[name] = headers
+
+    def operation(self, op: Operation) -> wsdl.SoapOperation:
+        """The WSDL's description of ``op``; ProtocolError when the binding lacks it."""
+        operation = self._binding.operations.get(op.name)
+        if operation is None:
+            raise ProtocolError(f"the WSDL's {self._version} binding has no operation {op.name}")
+        return operation
+
+    def request(self, op: Operation, params: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+        """The envelope of a call of ``op`` and its HTTP headers."""
+        operation = self.operation(op)
+        parts = [self._head, operation.open]
+        for name in operation.params:
+            value = params.get(name, "")
+            text = codec._xml_text(value)
+            if text is None:
+                raise InvalidInputError(
+                    f"{name} holds a character XML cannot carry", field=name, value=value
+                )
+            parts.append(f"<{name}>{text}</{name}>")
+        parts.append(operation.close)
+        parts.append(self._tail)
+        return "".join(parts).encode("utf-8"), self._headers[op.name]
+
+    def result(self, op: Operation, response: Response, max_bytes: int) -> str:
+        """The result text of an answer to ``op``, or the error it stands for."""
+        _screen(response)
+        try:
+            found = self._read(op, response, max_bytes)
+        except ProtocolError as exc:
+            if exc.status is None:
+                exc.status = response.status
+            raise
+        if isinstance(found, SoapFaultError):
+            raise found  # as zeep's engine raises it: the fault, with no HTTP status
+        return found
+
+    def _read(self, op: Operation, response: Response, max_bytes: int) -> str | SoapFaultError:
+        envelope_ns = _ENVELOPE_NS[self._version]
+        root, answer = codec.soap_answer(response.content, max_bytes=max_bytes)
+        if root.tag != f"{{{envelope_ns}}}Envelope":
+            raise ProtocolError(
+                f"a {root.tag.partition('}')[0][1:]} envelope answered a {self._version} call",
+                excerpt=codec.excerpt(response.content),
+            )
+        if answer.tag == f"{{{envelope_ns}}}Fault":
+            return _read_fault(answer, self._version)
+        if response.status != 200:
+            raise ProtocolError(
+                f"HTTP {response.status} without a SOAP fault",
+                excerpt=codec.excerpt(response.content),
+            )
+        operation = self.operation(op)
+        if answer.tag != operation.response:
+            raise ProtocolError(
+                f"expected <{operation.response}>, got <{answer.tag}>",
+                excerpt=codec.excerpt(response.content),
+            )
+        for child in answer:
+            if child.tag == operation.result:
+                return codec.element_text(child)
+        return ""
+
+
+def _read_fault(fault: etree._Element, version: SoapName) -> SoapFaultError:
+    """The error a SOAP Fault element stands for."""
+    if version == "soap11":
+        code, message = fault.findtext("faultcode"), fault.findtext("faultstring")
+    else:
+        namespace = codec.SOAP12_NS
+        code = fault.findtext(f"{{{namespace}}}Code/{{{namespace}}}Value")
+        message = fault.findtext(f"{{{namespace}}}Reason/{{{namespace}}}Text")
+    return _fault_error(code, message)
 
 
 class _SoapBinding:
-    """What both SOAP protocols hold: the binding's kind, the endpoint, the WSDL, zeep's proxy."""
+    """What both SOAP protocols hold: the binding's kind, the endpoint, the WSDL, the engine."""
 
     def __init__(
-        self, endpoint: str, version: SoapName, wsdl: str | os.PathLike[str] | None
+        self,
+        endpoint: str,
+        version: SoapName,
+        wsdl: str | os.PathLike[str] | None,
+        engine: SoapEngine,
     ) -> None:
+        if engine not in ("fast", "zeep"):
+            raise ValueError(f"soap engine must be 'fast' or 'zeep', not {engine!r}")
         self.name: str = version
         self._endpoint = endpoint
         self._wsdl = wsdl
         self._service: Any = None
+        #: The fast engine, once the WSDL is read; None before, and for good with ``"zeep"`` or
+        #: a WSDL only zeep reads (``_zeep`` is then True).
+        self._fast: _FastSoap | None = None
+        self._zeep = engine == "zeep"
+
+    def _fast_engine(self, fetch: Callable[[str], bytes]) -> _FastSoap | None:
+        """The fast engine, or None when zeep must make the call; ``fetch`` gives a remote
+        WSDL's bytes."""
+        if self._fast is None and not self._zeep:
+            try:
+                binding = wsdl.soap_binding(self._wsdl, _KIND[self.name], fetch)
+            except wsdl.UnsupportedWsdlError:
+                self._zeep = True
+                return None
+            self._fast = _FastSoap(binding, cast(SoapName, self.name))
+        return self._fast
 
     def _proxy(self, client_class: Any, proxy_class: Any, transport: Any) -> Any:
         """zeep's service proxy (``proxy_class``) for this binding at the endpoint, over a zeep
@@ -183,8 +335,9 @@ class SoapProtocol(_SoapBinding):
         endpoint: str,
         version: SoapName,
         wsdl: str | os.PathLike[str] | None = None,
+        engine: SoapEngine = "fast",
     ) -> None:
-        super().__init__(endpoint, version, wsdl)
+        super().__init__(endpoint, version, wsdl, engine)
         self._http = transport
         self._lock = threading.Lock()
 
@@ -197,6 +350,9 @@ class SoapProtocol(_SoapBinding):
                     self._service = self._create_service()
         return self._service
 
+    def _fetch(self, url: str) -> bytes:
+        return _wsdl_bytes(self._http.request("GET", url), self._http.max_response_bytes)
+
     def _create_service(self) -> Any:
         import zeep
         from zeep.proxy import ServiceProxy
@@ -205,6 +361,11 @@ class SoapProtocol(_SoapBinding):
 
     def call(self, op: Operation, params: Mapping[str, str]) -> str:
         """The result text of ``op`` (``<OpResult>``) over SOAP."""
+        fast = self._fast or self._fast_engine(self._fetch)
+        if fast is not None:
+            body, headers = fast.request(op, params)
+            response = self._http.request("POST", self._endpoint, body=body, headers=headers)
+            return fast.result(op, response, self._http.max_response_bytes)
         method = getattr(self.service, op.name)
         # The error is raised after the except block: raised inside one, it would keep zeep's
         # exception (which holds the whole answer, echoes and all) as its __context__.
@@ -235,8 +396,9 @@ class AsyncSoapProtocol(_SoapBinding):
         endpoint: str,
         version: SoapName,
         wsdl: str | os.PathLike[str] | None = None,
+        engine: SoapEngine = "fast",
     ) -> None:
-        super().__init__(endpoint, version, wsdl)
+        super().__init__(endpoint, version, wsdl, engine)
         self._http = transport
         self._fetched: dict[str, bytes] = {}
 
@@ -252,17 +414,29 @@ class AsyncSoapProtocol(_SoapBinding):
             self._service = self._proxy(zeep.AsyncClient, AsyncServiceProxy, transport)
         return self._service
 
-    async def _ready(self) -> Any:
-        if self._service is None and self._wsdl is not None:
+    async def _fetch(self) -> None:
+        """Nothing: a remote WSDL's bytes are in ``_fetched`` (fetched once, awaited)."""
+        if self._wsdl is not None:
             location = os.fspath(self._wsdl)
+            if location in self._fetched:
+                return
             if urlparse(location).scheme.lower() in ("http", "https"):
                 response = await self._http.request("GET", location)
                 self._fetched[location] = _wsdl_bytes(response, self._http.max_response_bytes)
-        return self.service
 
     async def call(self, op: Operation, params: Mapping[str, str]) -> str:
         """The result text of ``op`` (``<OpResult>``) over SOAP."""
-        method = getattr(await self._ready(), op.name)
+        fast = self._fast
+        if fast is None and not self._zeep:
+            await self._fetch()
+            fast = self._fast_engine(self._fetched.__getitem__)
+        if fast is not None:
+            body, headers = fast.request(op, params)
+            response = await self._http.request("POST", self._endpoint, body=body, headers=headers)
+            return fast.result(op, response, self._http.max_response_bytes)
+        if self._service is None:
+            await self._fetch()
+        method = getattr(self.service, op.name)
         error: FiboError  # raised after the except block, as in SoapProtocol.call
         try:
             result = await method(**_arguments(op, params))
@@ -298,7 +472,7 @@ def _soap_error(exc: Exception) -> FiboError:
     import zeep.exceptions
 
     if isinstance(exc, zeep.exceptions.Fault):
-        return _fault_error(exc)
+        return _fault_error(exc.code, exc.message)
     if isinstance(exc, zeep.exceptions.TransportError):
         content = exc.content if isinstance(exc.content, bytes) else b""
         if exc.status_code >= 400 and not content.lstrip().startswith(b"<"):
@@ -318,10 +492,10 @@ def _soap_error(exc: Exception) -> FiboError:
     )
 
 
-def _fault_error(fault: Any) -> SoapFaultError:
-    code = str(fault.code or "").rpartition(":")[2] or "Server"
+def _fault_error(fault_code: str | None, message: str | None) -> SoapFaultError:
+    code = str(fault_code or "").rpartition(":")[2] or "Server"
     # SOAP 1.2 says Sender/Receiver where SOAP 1.1 says Client/Server.
     code = {"Sender": "Client", "Receiver": "Server"}.get(code, code)
     # ASMX appends a .NET stack trace after the first line; it never belongs in an error text.
-    lines = str(fault.message or "").strip().splitlines()
+    lines = str(message or "").strip().splitlines()
     return SoapFaultError((lines[0] if lines else "SOAP fault")[:300], fault_code=code)
