@@ -78,7 +78,7 @@ from fibo_soap.operations import (
 )
 from fibo_soap.protocols.base import PROTOCOL_NAMES, AsyncProtocol, Protocol
 from fibo_soap.protocols.http import AsmxHttpProtocol, AsyncAsmxHttpProtocol
-from fibo_soap.protocols.soap import AsyncSoapProtocol, SoapName, SoapProtocol
+from fibo_soap.protocols.soap import AsyncSoapProtocol, SoapEngine, SoapName, SoapProtocol
 from fibo_soap.protocols.transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
@@ -208,6 +208,7 @@ class _Client(Generic[C]):
         log_text: bool = False,
         mask_phones: bool = True,
         wsdl: str | os.PathLike[str] | None = None,
+        soap_engine: SoapEngine = "fast",
         timeout: float | tuple[float, float] = DEFAULT_READ_TIMEOUT,
         max_response_bytes: int = codec.MAX_XML_BYTES,
         pool_size: int = 10,
@@ -234,6 +235,11 @@ class _Client(Generic[C]):
         self.max_parts = max_parts
         self.max_response_bytes = max_response_bytes
         self._wsdl = wsdl
+        if soap_engine not in ("fast", "zeep"):
+            raise InvalidInputError(
+                f"soap_engine must be 'fast' or 'zeep', not {soap_engine!r}", field="soap_engine"
+            )
+        self._soap_engine: SoapEngine = soap_engine
         self._new_guid = guid_factory or _new_guid
         connect, read = (
             timeout if isinstance(timeout, tuple) else (DEFAULT_CONNECT_TIMEOUT, timeout)
@@ -809,7 +815,9 @@ class FiboClient(_Client[Caller]):
     (None: no retries, no status look-ups). ``log_text`` puts message texts in log events and
     ``mask_phones=False`` full phone numbers; both are off by default. ``endpoint`` overrides the
     WSDL's address;
-    ``wsdl`` replaces the bundled WSDL (a path or a ``?WSDL`` URL). ``timeout`` is the read timeout
+    ``wsdl`` replaces the bundled WSDL (a path or a ``?WSDL`` URL). ``soap_engine`` chooses how
+    SOAP envelopes are written and answers read: ``"fast"`` (built from the WSDL, the default) or
+    ``"zeep"`` (zeep's serializer). ``timeout`` is the read timeout
     in seconds (or a ``(connect, read)`` pair); ``max_response_bytes`` bounds every answer.
     ``region`` and ``wire_format`` govern phone normalization, ``accents`` and ``max_parts`` the
     message text; ``guid_factory`` makes the GUIDs of messages the caller gives none for.
@@ -836,7 +844,13 @@ class FiboClient(_Client[Caller]):
 
     def _make_protocol(self, name: str) -> Protocol:
         if name in ("soap11", "soap12"):
-            return SoapProtocol(self._transport, self.endpoint, cast(SoapName, name), self._wsdl)
+            return SoapProtocol(
+                self._transport,
+                self.endpoint,
+                cast(SoapName, name),
+                self._wsdl,
+                engine=self._soap_engine,
+            )
         return AsmxHttpProtocol(self._transport, self.endpoint, "get" if name == "get" else "post")
 
     def _guard_url_logs(self) -> None:
@@ -958,7 +972,11 @@ class AsyncFiboClient(_Client[AsyncCaller]):
     def _make_protocol(self, name: str) -> AsyncProtocol:
         if name in ("soap11", "soap12"):
             return AsyncSoapProtocol(
-                self._transport, self.endpoint, cast(SoapName, name), self._wsdl
+                self._transport,
+                self.endpoint,
+                cast(SoapName, name),
+                self._wsdl,
+                engine=self._soap_engine,
             )
         return AsyncAsmxHttpProtocol(
             self._transport, self.endpoint, "get" if name == "get" else "post"

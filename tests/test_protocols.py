@@ -403,3 +403,23 @@ def test_a_url_that_cannot_be_sent_is_refused_before_anything_is(url: str) -> No
     with pytest.raises((ProtocolError, ConnectError)) as caught:
         transport.request("GET", url)
     assert not isinstance(caught.value, ConnectError) or caught.value.request_sent is False
+
+
+@pytest.mark.parametrize("engine", ["fast", "zeep"])
+def test_a_client_sends_with_the_engine_it_was_given(engine: str) -> None:
+    from fibo_soap.emulator import run_emulator
+
+    with run_emulator() as emu:
+        client = emu.client(protocols=("soap11",), soap_engine=engine)
+        assert client.check_client() is not None
+        soap = client._protocols[0]
+        assert (soap._service is not None) is (engine == "zeep")
+        assert (soap._fast is not None) is (engine == "fast")
+        client.close()
+
+
+def test_an_unknown_engine_is_refused() -> None:
+    from fibo_soap import FiboClient
+
+    with pytest.raises(InvalidInputError, match="soap_engine"):
+        FiboClient("CL1", "pw", soap_engine="lxml")  # type: ignore[arg-type]
