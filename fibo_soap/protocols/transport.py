@@ -232,8 +232,13 @@ class HttpTransport:
         inflate = inflater(headers.get("Content-Encoding", ""), answer.status)
         error: FiboError  # raised after the except blocks, as in request()
         try:
-            # read1: whatever one read of the socket gives, so that the time is checked between
-            # reads (read(n) waits for all n bytes).
+            if inflate is None and isinstance(answer.length, int) and not answer.chunked:
+                # A declared length (within the bound: BoundedBody checked it) is read into one
+                # buffer, not pieces to join: a large list is held once, not twice. Each read
+                # of the socket still waits no longer than the time left (_Wire).
+                body.add(answer.read())
+            # Otherwise read1: whatever one read of the socket gives, so that the size is
+            # checked as it grows.
             while chunk := answer.read1(_CHUNK):
                 take_encoded(body, inflate, chunk)
             # read1 ends quietly where the server closed short of the length. (A recorder's
