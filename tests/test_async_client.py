@@ -9,13 +9,19 @@ The tests run on asyncio through anyio's pytest plugin.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import gzip
 import inspect
 import logging
 import random
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -39,11 +45,13 @@ from fibo_soap.errors import (
     ConnectError,
     FiboCodeError,
     FiboError,
+    ProtocolError,
     TimeoutError,
     TransportError,
 )
 from fibo_soap.models import BatchReceipt, SendReceipt, SmsStatus, SmsStatusRow, StatusDocument
 from fibo_soap.operations import OPERATIONS, PHONE_LIST_DOCUMENT, operation
+from fibo_soap.protocols.async_transport import AsyncHttpTransport
 from fibo_soap.resilience import CONFIRMED_MESSAGE, AsyncCaller, Attempt, Caller
 from fibo_soap.wsdl import wsdl_namespace
 
@@ -678,15 +686,16 @@ async def test_zeep_async_service_and_a_remote_wsdl(emu: Emulator) -> None:
         assert await client.service.CheckClient(emu.client_no, emu.client_pass) is not None
 
 
-async def test_httpx_request_lines_do_not_show_the_password(
+async def test_a_get_call_writes_no_request_line_to_any_log(
     emu: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="httpx"):
+    # The transport logs nothing (httpx, which it replaced, wrote every request line, query
+    # string and password included).
+    with caplog.at_level(logging.DEBUG):
         async with aclient(emu, protocols=("get",)) as client:
             assert await client.check_client() == "Nguyen Van A"
-    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
-    assert any("CheckClient" in line for line in lines)
-    assert not any(emu.client_pass in line for line in lines)
+    lines = [r.getMessage() for r in caplog.records]
+    assert not any("CheckClient" in line or emu.client_pass in line for line in lines), lines
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -738,14 +747,15 @@ async def test_a_timed_out_get_keeps_the_password_out_of_its_exception_chain(kin
 def test_nothing_heavy_is_imported_until_needed() -> None:
     code = """
 import sys
-heavy = ("lxml", "zeep", "urllib3", "phonenumbers", "httpx")
+heavy = ("lxml", "zeep", "urllib3", "phonenumbers", "httpx", "httptools")
 loaded = lambda: {m.split(".")[0] for m in sys.modules} & set(heavy)
 import fibo_soap
 assert not loaded(), loaded()
 client = fibo_soap.FiboClient("CL0001", "pw")
-assert "httpx" not in loaded(), loaded()
+assert "httptools" not in loaded(), loaded()
 fibo_soap.AsyncFiboClient("CL0001", "pw")
-assert "httpx" in loaded()
+assert "httptools" in loaded()
+assert "httpx" not in loaded()  # AsyncHttpTransport needs no httpx
 assert fibo_soap.RetryPolicy.__module__ == "fibo_soap.resilience"
 """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -825,3 +835,406 @@ async def test_both_callers_decide_alike(code: int, outcome: str) -> None:
         assert answer == StatusDocument(200, "Sent")
     assert awaited_proto.calls == blocking_proto.calls
     assert blocking_proto.calls[:2] == ["SendSMS", "GetSMSStatus"]
+
+
+# --- AsyncHttpTransport: pool, framing, proxies, TLS, over a loopback server of the test's own ---
+
+
+class Loopback:
+    """A loopback server: each connection answers each request head with ``answer(head)`` (raw
+    bytes, or none, which ends the connection unanswered; a request body, when the head declares
+    one, is read and kept). ``close`` after an answer ends the connection; ``tls`` (an
+    SSLContext) wraps each connection, after a CONNECT when ``tunnel`` (as a proxy would open one
+    and an origin then speak in it)."""
+
+    def __init__(
+        self,
+        answer: Callable[[bytes], bytes] = lambda head: OK,
+        *,
+        close: bool = False,
+        tls: Any = None,
+        tunnel: bytes | None = None,
+    ) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.answer, self.close_after, self.tls, self.tunnel = answer, close, tls, tunnel
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []
+        self.connects: list[bytes] = []
+        self.ended = threading.Event()  # set when a connection ends from the client's side
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        try:
+            if self.tunnel is not None:
+                connect, _ = _read_head(conn, b"")
+                self.connects.append(connect)
+                conn.sendall(self.tunnel)
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            data = b""
+            while True:
+                head, data = _read_head(conn, data)
+                if not head:
+                    self.ended.set()
+                    return
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(data) < length:
+                    data += conn.recv(65536)
+                self.heads.append(head)
+                self.bodies.append(data[:length])
+                data = data[length:]
+                reply = self.answer(head)
+                if not reply:  # no answer: the connection closes
+                    return
+                conn.sendall(reply)
+                if self.close_after:
+                    return
+        except OSError:
+            self.ended.set()
+        finally:
+            conn.close()
+
+    def url(self, path: str = "/Service.asmx/About", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+def _read_head(conn: socket.socket, data: bytes) -> tuple[bytes, bytes]:
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return b"", b""
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nOK"
+
+
+@pytest.fixture
+def loopbacks() -> Iterator[list[Loopback]]:
+    servers: list[Loopback] = []
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def transport(**options: Any) -> AsyncHttpTransport:
+    options.setdefault("max_response_bytes", 100_000)
+    options.setdefault("proxies", {})
+    return AsyncHttpTransport(**options)
+
+
+async def test_kept_alive_connections_are_reused_and_one_the_server_closed_is_not(
+    loopbacks: list[Loopback],
+) -> None:
+    kept, closing = Loopback(), Loopback(close=True)
+    loopbacks += [kept, closing]
+    http = transport()
+    try:
+        for _ in range(5):
+            assert (await http.request("GET", kept.url())).content == b"OK"
+        for _ in range(3):
+            assert (await http.request("GET", closing.url())).content == b"OK"
+            await asyncio.sleep(0.05)  # the server's close arrives, as it would between calls
+        # One origin, one pool: another path of it reuses the kept connection.
+        await http.request("POST", kept.url("/Service.asmx/CheckClient"), body=b"a=1")
+    finally:
+        await http.aclose()
+    assert kept.connections == 1
+    assert closing.connections == 3
+    assert await asyncio.to_thread(kept.ended.wait, 5)  # aclose closed the idle connection
+    head = kept.heads[0].decode("latin-1")
+    assert head.startswith("GET /Service.asmx/About HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{kept.port}" in head
+    assert "User-Agent: fibo-soap" in head
+    assert "Content-Length" not in head
+    assert "Content-Length: 3" in kept.heads[-1].decode("latin-1")
+    assert kept.bodies[-1] == b"a=1"
+
+
+async def test_tasks_beyond_the_pool_open_more_connections_and_only_pool_size_are_kept(
+    loopbacks: list[Loopback],
+) -> None:
+    def slow(head: bytes) -> bytes:
+        time.sleep(0.05)
+        return OK
+
+    server = Loopback(slow)
+    loopbacks.append(server)
+    http = transport(pool_size=2)
+    try:
+        await asyncio.gather(*(http.request("GET", server.url()) for _ in range(6)))
+        assert server.connections == 6
+        await asyncio.gather(*(http.request("GET", server.url()) for _ in range(2)))
+        assert server.connections == 6
+        await asyncio.gather(*(http.request("GET", server.url()) for _ in range(3)))
+        assert server.connections == 7
+    finally:
+        await http.aclose()
+
+
+ANSWERS = [
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        True,
+        id="chunked",
+    ),
+    pytest.param(b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\n\r\nhello world", False, id="1.0"),
+    pytest.param(
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 11\r\n\r\nhello world",
+        True,
+        id="1.0-keep-alive",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 11\r\n\r\nhello world",
+        False,
+        id="connection-close",
+    ),
+    pytest.param(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world",
+        True,
+        id="100-continue-first",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 31\r\n\r\n"
+        + gzip.compress(b"hello world", mtime=0),
+        True,
+        id="gzip",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\n\r\n" + zlib.compress(b"hello world"),
+        False,
+        id="deflate-to-the-end",
+    ),
+]
+
+
+@pytest.mark.parametrize(("answer", "kept"), ANSWERS)
+async def test_every_framing_reads_the_whole_body_and_keeps_only_what_may_be_kept(
+    loopbacks: list[Loopback], answer: bytes, kept: bool
+) -> None:
+    server = Loopback(lambda head: answer, close=not kept)
+    loopbacks.append(server)
+    http = transport()
+    try:
+        for _ in range(2):
+            response = await http.request("GET", server.url())
+            assert (response.status, response.content) == (200, b"hello world")
+            await asyncio.sleep(0.02)
+    finally:
+        await http.aclose()
+    assert server.connections == (1 if kept else 2)
+    assert b"Accept-Encoding: identity" in server.heads[0]
+
+
+async def test_header_names_are_read_in_any_case_and_repeats_are_joined(
+    loopbacks: list[Loopback],
+) -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\ncontent-TYPE: text/xml\r\nX-A: 1\r\nX-A: 2\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    server = Loopback(lambda head: answer)
+    loopbacks.append(server)
+    http = transport()
+    try:
+        response = await http.request("GET", server.url())
+    finally:
+        await http.aclose()
+    assert response.media_type == "text/xml"
+    assert response.headers["Content-Type"] == response.headers.get("content-type") == "text/xml"
+    assert response.headers.get("x-a") == "1, 2"
+    assert "X-A" in response.headers
+    assert response.headers.get("Missing", "-") == "-"
+
+
+@pytest.mark.parametrize(
+    ("url", "headers"),
+    [
+        ("http://127.0.0.1:9/a b", None),
+        ("http://127.0.0.1:9/\u00e0", None),
+        ("ftp://127.0.0.1/x", None),
+        ("http://127.0.0.1:9/x", {"X-Evil": "a\r\nX-Injected: 1"}),
+        ("http://127.0.0.1:9/x", {"Bad Name": "a"}),
+        ("http://127.0.0.1:9/x", {"X-Name": "Nguy\u1ec5n"}),
+    ],
+)
+async def test_a_request_that_cannot_be_sent_is_refused_before_anything_is(
+    url: str, headers: dict[str, str] | None
+) -> None:
+    http = transport(connect_timeout=0.5)
+    with pytest.raises(ProtocolError):
+        await http.request("GET", url, headers=headers)
+    await http.aclose()
+
+
+async def test_a_server_that_closes_a_kept_connection_unanswered_is_a_transport_error(
+    loopbacks: list[Loopback],
+) -> None:
+    answers = iter([OK, b""])
+    server = Loopback(lambda head: next(answers))  # the second request: the connection closes
+    loopbacks.append(server)
+    http = transport()
+    try:
+        await http.request("GET", server.url())
+        with pytest.raises(TransportError) as caught:
+            await http.request("GET", server.url())
+    finally:
+        await http.aclose()
+    assert type(caught.value) is TransportError
+    assert caught.value.request_sent is True
+    assert "kept-alive" in str(caught.value)
+
+
+async def test_a_cancelled_request_closes_its_connection(loopbacks: list[Loopback]) -> None:
+    def late(head: bytes) -> bytes:
+        time.sleep(0.5)
+        return OK
+
+    server = Loopback(late)
+    loopbacks.append(server)
+    http = transport()
+    try:
+        with pytest.raises(builtins.TimeoutError):
+            async with asyncio.timeout(0.1):
+                await http.request("GET", server.url())
+        assert await asyncio.to_thread(server.ended.wait, 5)  # closed, not kept for the next call
+        assert (await http.request("GET", server.url())).content == b"OK"
+    finally:
+        await http.aclose()
+    assert server.connections == 2
+
+
+def test_one_transport_serves_one_event_loop_after_another(loopbacks: list[Loopback]) -> None:
+    server = Loopback()
+    loopbacks.append(server)
+    http = transport()
+
+    async def call() -> bytes:
+        return (await http.request("GET", server.url())).content
+
+    assert asyncio.run(call()) == b"OK"
+    assert asyncio.run(call()) == b"OK"  # the first loop's connection is not awaited here
+    asyncio.run(http.aclose())
+    assert server.connections == 2
+
+
+async def test_a_plain_http_proxy_gets_the_whole_url_and_its_credentials(
+    loopbacks: list[Loopback],
+) -> None:
+    proxy = Loopback()
+    loopbacks.append(proxy)
+    http = transport(proxies={"http": f"http://us%40er:p%3Ass@127.0.0.1:{proxy.port}"})
+    try:
+        await http.request("GET", "http://fibo.example:8080/Service.asmx/About?x=1")
+    finally:
+        await http.aclose()
+    head = proxy.heads[0].decode()
+    assert head.startswith("GET http://fibo.example:8080/Service.asmx/About?x=1 HTTP/1.1\r\n")
+    assert "Host: fibo.example:8080\r\n" in head
+    assert "Proxy-Authorization: Basic dXNAZXI6cDpzcw==" in head  # base64 of "us@er:p:ss"
+
+
+async def test_a_proxy_that_refuses_the_tunnel_is_a_connect_error(
+    loopbacks: list[Loopback],
+) -> None:
+    refusing = Loopback(tunnel=b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+    loopbacks.append(refusing)
+    http = transport(proxies={"https": f"http://127.0.0.1:{refusing.port}"})
+    with pytest.raises(ConnectError) as caught:
+        await http.request("GET", "https://fibo.example/Service.asmx/About")
+    await http.aclose()
+    assert caught.value.request_sent is False
+    assert "407" in str(caught.value)
+    assert caught.value.__context__ is None
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and fibo.example, and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make a certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", key, "-out", cert, "-subj", "/CN=fibo.example"),
+            *("-addext", "subjectAltName=DNS:fibo.example,IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def _server_tls(certificate: tuple[str, str]) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+async def test_tls_is_verified_with_the_default_context(
+    loopbacks: list[Loopback], certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = Loopback(tls=_server_tls(certificate))
+    loopbacks.append(server)
+    untrusted = transport()
+    with pytest.raises(ConnectError) as caught:
+        await untrusted.request("GET", server.url(scheme="https"))
+    await untrusted.aclose()
+    assert "certificate" in str(caught.value).lower()
+    # ssl.create_default_context() trusts what SSL_CERT_FILE names.
+    monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+    http = transport()
+    try:
+        for _ in range(2):
+            assert (await http.request("GET", server.url(scheme="https"))).content == b"OK"
+    finally:
+        await http.aclose()
+    assert server.connections == 2  # the refused handshake's, then one kept alive
+
+
+async def test_https_through_a_proxy_is_a_connect_tunnel_then_tls(
+    loopbacks: list[Loopback], certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+    proxy = Loopback(
+        tls=_server_tls(certificate), tunnel=b"HTTP/1.1 200 Connection established\r\n\r\n"
+    )
+    loopbacks.append(proxy)
+    http = transport(proxies={"https": f"http://us%40er:p%3Ass@127.0.0.1:{proxy.port}"})
+    try:
+        for _ in range(2):
+            response = await http.request("GET", "https://fibo.example/Service.asmx/About?x=1")
+            assert response.content == b"OK"
+    finally:
+        await http.aclose()
+    assert proxy.connections == 1
+    connect = proxy.connects[0].decode()
+    assert connect.startswith("CONNECT fibo.example:443 HTTP/1.1\r\n")
+    assert "Proxy-Authorization: Basic dXNAZXI6cDpzcw==" in connect
+    head = proxy.heads[0].decode()  # inside the tunnel: no credentials, the path only
+    assert head.startswith("GET /Service.asmx/About?x=1 HTTP/1.1\r\nHost: fibo.example\r\n")
+    assert "Proxy-Authorization" not in head
