@@ -8,7 +8,7 @@ exception. It knows no protocol's details; protocols know no FIBO code.
 Each operation is written once, as a flow: a generator that does all of that and yields the steps
 of its wire call (``fibo_soap.resilience.Plan``: an attempt on a protocol, a wait) without doing
 any I/O. The ``facade`` decorator makes each flow a method of both clients: FiboClient's Caller
-runs the steps with blocking I/O (http.client), AsyncFiboClient's AsyncCaller awaits them (httpx).
+runs the steps with blocking I/O (http.client), AsyncFiboClient's AsyncCaller awaits them (asyncio).
 The two clients differ in their transport, their protocols, their caller and how they close.
 """
 
@@ -260,7 +260,6 @@ class _Client(Generic[C]):
         get_as_post = None
         if "get" in chain:
             get_as_post = chain.get("post") or self._make_protocol("post")
-            self._guard_url_logs()
         self._get_as_post = get_as_post
         self._caller = self._new_caller(
             self._protocols,
@@ -288,10 +287,6 @@ class _Client(Generic[C]):
         raise NotImplementedError
 
     def _make_protocol(self, name: str) -> Any:
-        raise NotImplementedError
-
-    def _guard_url_logs(self) -> None:
-        """Keep the password of GET URLs out of the HTTP library's own request log."""
         raise NotImplementedError
 
     def _new_caller(self, protocols: Sequence[Any], **options: Any) -> C:
@@ -853,9 +848,6 @@ class FiboClient(_Client[Caller]):
             )
         return AsmxHttpProtocol(self._transport, self.endpoint, "get" if name == "get" else "post")
 
-    def _guard_url_logs(self) -> None:
-        """Nothing: http.client, under HttpTransport, writes no log."""
-
     def _new_caller(self, protocols: Sequence[Any], **options: Any) -> Caller:
         return Caller(protocols, **options)
 
@@ -943,8 +935,9 @@ class AsyncFiboClient(_Client[AsyncCaller]):
     """A client of one FIBO account whose operations are awaited: the facade of FiboClient, with
     the same options, results, errors, retries, send safety and log events.
 
-    SOAP goes through zeep's AsyncClient and GET/POST through httpx, over one pooled
-    ``httpx.AsyncClient`` per client (httpx is imported when the first one is made). Use it as
+    Every protocol sends through one ``AsyncHttpTransport`` per client: asyncio connections read
+    by httptools, pooled and kept alive (httptools is imported when the first one is made). The
+    SOAP engines are FiboClient's (``soap_engine="zeep"`` uses zeep's AsyncClient). Use it as
     ``async with AsyncFiboClient(...) as client:``, or ``await client.aclose()`` when done, and
     within one event loop; tasks of that loop may share it (``pool_size`` connections are kept).
     """
@@ -981,11 +974,6 @@ class AsyncFiboClient(_Client[AsyncCaller]):
         return AsyncAsmxHttpProtocol(
             self._transport, self.endpoint, "get" if name == "get" else "post"
         )
-
-    def _guard_url_logs(self) -> None:
-        from fibo_soap.protocols.async_transport import guard_httpx
-
-        guard_httpx()
 
     def _new_caller(self, protocols: Sequence[Any], **options: Any) -> AsyncCaller:
         return AsyncCaller(protocols, **options)

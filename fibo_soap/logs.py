@@ -19,15 +19,12 @@ Events (all with ``client_no`` bound, plus what the caller binds):
 
 from __future__ import annotations
 
-import contextlib
-import html
 import logging
 import re
 import sys
-from collections.abc import Iterable, Iterator
-from contextvars import ContextVar
+from collections.abc import Iterable
 from typing import Any, TextIO
-from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus
 from xml.sax.saxutils import escape
 
 # structlog (and rich, which its console renderer imports when installed) is imported when an
@@ -47,11 +44,6 @@ _PASSWORD_FIELDS = (
     re.compile(r'(?i)(clientPass=")(?:.*?)(?="\))'),
     re.compile(r'(?i)(clientPass=)(?!")[^&\s]*'),
 )
-
-#: The loggers of the libraries under the client that write request lines (URLs) at DEBUG.
-
-# The password as a SOAP request carries it: the text of its clientPass element, XML-escaped.
-_XML_PASSWORD = re.compile(r"<(?:[\w.-]+:)?clientPass(?:\s[^>]*)?>([^<]*)</", re.IGNORECASE)
 
 
 def get_logger(**context: Any) -> Any:
@@ -169,114 +161,6 @@ def _mask_cut(text: str, form: str) -> str:
         if body.endswith(form[:length]):
             return body[:-length] + MASK + ellipsis
     return text
-
-
-class _RequestSecrets:
-    """The passwords one request carries, read from it the first time a record asks."""
-
-    __slots__ = ("_body", "_found", "_url")
-
-    def __init__(self, url: str, body: bytes | None) -> None:
-        self._url, self._body = url, body
-        self._found: tuple[str, ...] | None = None
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        if self._found is None:
-            found = _request_passwords(self._url, self._body)
-            self._found = tuple(dict.fromkeys(s for p in found for s in _with_reprs(p)))
-            self._url, self._body = "", None
-        return self._found
-
-
-#: The request in progress in this context (task), whose password the HTTP library's own log
-#: records about it are redacted of (see ``redacting_request``).
-_REQUEST: ContextVar[_RequestSecrets | None] = ContextVar("fibo_soap_request", default=None)
-
-
-@contextlib.contextmanager
-def redacting_request(url: str, body: bytes | None) -> Iterator[None]:
-    """Within the block, UrlSecretFilter redacts the password this request carries (its
-    ``clientPass`` field: query, form or SOAP element) from the records it filters, in every
-    spelling ``redact`` knows and as Python's reprs show it inside bytes and strings. The request
-    is read only when such a record is written (a logger under the client enabled for it)."""
-    token = _REQUEST.set(_RequestSecrets(url, body))
-    try:
-        yield
-    finally:
-        _REQUEST.reset(token)
-
-
-def _request_passwords(url: str, body: bytes | None) -> list[str]:
-    found = _form_passwords(urlsplit(url).query)
-    text = body.decode("utf-8", "replace") if body else ""
-    if text.lstrip("\ufeff \t\r\n").startswith("<"):
-        found += [html.unescape(value) for value in _XML_PASSWORD.findall(text)]
-    else:
-        found += _form_passwords(text)
-    return [password for password in found if password]
-
-
-def _form_passwords(form: str) -> list[str]:
-    if "lientpass" not in form.lower():
-        return []
-    return [v for k, v in parse_qsl(form, keep_blank_values=True) if k.lower() == "clientpass"]
-
-
-def _with_reprs(secret: str) -> list[str]:
-    # httpcore shows what came over the wire as bytes reprs, and h11's errors reach the log inside
-    # an exception's repr: a spelling may come as repr shows it inside bytes or a str, and that
-    # inside a str again.
-    forms = secret_forms(secret)
-    once = {s for form in forms for s in (*_as_shown(form, in_bytes=True), *_as_shown(form))}
-    twice = {s for text in once for s in _as_shown(text)}
-    shown = sorted((once | twice) - {secret, *forms}, key=len, reverse=True)
-    return [secret, *shown]
-
-
-def _as_shown(text: str, *, in_bytes: bool = False) -> tuple[str, str]:
-    # As repr writes ``text`` (or its UTF-8) inside a longer str (or bytes): with a single quote
-    # escaped and not, since repr picks its quotes for the whole of what it shows.
-    escaped = repr(b'"' + text.encode())[3:-1] if in_bytes else repr('"' + text)[2:-1]
-    return escaped, escaped.replace("\\'", "'")
-
-
-def _args_texts(args: Any) -> list[str]:
-    values = args.values() if isinstance(args, dict) else args if isinstance(args, tuple) else ()
-    return [str(value) for value in values]
-
-
-class UrlSecretFilter(logging.Filter):
-    """Blanks the ``clientPass`` value and masks phone numbers in a log record's text, and redacts
-    the password of the request in progress (``redacting_request``).
-
-    httpx writes every request line, query string included, and a GET call carries the
-    password in its query string; httpcore's DEBUG trace writes what a broken answer sent, an
-    echoed password included. The clients put this filter on those loggers; it costs nothing
-    unless a logger is enabled for the record's level. A record that held a secret keeps its
-    redacted text as its message, without args.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Always True (the record is kept), with its text redacted."""
-        scope = _REQUEST.get()
-        secrets = scope.secrets if scope is not None else ()
-        message = record.getMessage()
-        cleaned = redact(message, secrets)
-        if cleaned != message or any(
-            redact(text, secrets) != text for text in _args_texts(record.args)
-        ):
-            record.msg, record.args = cleaned, None
-        return True
-
-
-def guard_loggers(names: Iterable[str]) -> None:
-    """Put UrlSecretFilter on each named logger, once (a filter acts only on records logged on
-    its own logger, not on those of its children)."""
-    for name in names:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, UrlSecretFilter) for f in logger.filters):
-            logger.addFilter(UrlSecretFilter())
 
 
 def configure(

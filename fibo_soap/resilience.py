@@ -5,7 +5,7 @@ Every wire call of a client goes through a Caller. The logic is written once, fr
 ``BaseCaller.flow`` is a generator that yields what must be done (``Attempt``: one request on one
 protocol; ``Wait``: a pause) and is sent what came of it (the result text, or the FiboError thrown
 in), and returns the decoded answer. ``Caller.run`` does those steps with blocking I/O (http.client,
-``time.sleep``) for FiboClient; ``AsyncCaller.run`` awaits them (httpx, ``asyncio.sleep``) for
+``time.sleep``) for FiboClient; ``AsyncCaller.run`` awaits them (asyncio, ``asyncio.sleep``) for
 AsyncFiboClient. The facade's operations are generators of the same steps (fibo_soap.client), so
 one driver runs a whole operation.
 

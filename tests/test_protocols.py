@@ -333,9 +333,11 @@ def test_kept_alive_connections_are_reused() -> None:
     server = Server()
     transport = HttpTransport(max_response_bytes=1000)
     try:
-        for _ in range(5):
-            assert transport.request("GET", f"http://127.0.0.1:{server.port}/x").content == b"OK"
-        assert server.connections == 1
+        for path in ("/x", "/Service.asmx/About", "/Service.asmx/CheckClient?a=1", "/x"):
+            assert (
+                transport.request("GET", f"http://127.0.0.1:{server.port}{path}").content == b"OK"
+            )
+        assert server.connections == 1  # one origin, one connection, whatever the path
     finally:
         transport.close()
         server.close()

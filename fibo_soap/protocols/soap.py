@@ -93,7 +93,7 @@ def _zeep_async_transport(http: AsyncHttpTransport, fetched: Mapping[str, bytes]
         """
 
         def __init__(self) -> None:
-            # zeep's own __init__ would open two httpx clients of its own.
+            # zeep's own __init__ would open two httpx clients of its own (and need httpx).
             self.cache = None
             self.load_timeout = 60
             self.operation_timeout = 60

@@ -63,7 +63,7 @@ class Response:
         return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
 
 
-# --- what every transport shares (this one over http.client, AsyncHttpTransport over httpx) -----
+# --- what every transport shares (this one over http.client, AsyncHttpTransport on asyncio) ----
 
 
 def time_left(longest: float) -> float | None:
@@ -171,7 +171,7 @@ class HttpTransport:
         self.longest = connect_timeout + read_timeout
         self._proxies = dict(urllib.request.getproxies() if proxies is None else proxies)
         self._pool_size = pool_size
-        self._idle: dict[_Route, list[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[Any, ...], list[http.client.HTTPConnection]] = {}
         self._tls: ssl.SSLContext | None = None
         self._lock = threading.Lock()
 
@@ -187,7 +187,7 @@ class HttpTransport:
         left = time_left(self.longest)
         stop = time.perf_counter() + (self.longest if left is None else left)
         base, mark, query = url.partition("?")
-        route = _route(base, self._proxies.get(base.partition(":")[0].lower()))
+        route = route_for(base, self._proxies.get(base.partition(":")[0].lower()))
         connection, reused = self._connection(route, stop)
         if headers:
             headers = {**route.headers, **headers}
@@ -260,10 +260,10 @@ class HttpTransport:
             return body.content()
         raise error
 
-    def _connection(self, route: _Route, stop: float) -> tuple[http.client.HTTPConnection, bool]:
+    def _connection(self, route: Route, stop: float) -> tuple[http.client.HTTPConnection, bool]:
         """A kept-alive connection to the route's host (one the server has not closed), or a
         new one; and whether it was kept alive."""
-        idle = self._idle.get(route)
+        idle = self._idle.get(route.origin)
         while idle:
             try:
                 connection = idle.pop()
@@ -274,7 +274,7 @@ class HttpTransport:
             connection.close()
         return self._connect(route, stop), False
 
-    def _connect(self, route: _Route, stop: float) -> http.client.HTTPConnection:
+    def _connect(self, route: Route, stop: float) -> http.client.HTTPConnection:
         seconds = min(self._connect_timeout, max(stop - time.perf_counter(), 0.001))
         host, port = route.connect_to
         connection: http.client.HTTPConnection
@@ -305,10 +305,10 @@ class HttpTransport:
                     self._tls = ssl.create_default_context()
         return self._tls
 
-    def _release(self, route: _Route, connection: http.client.HTTPConnection) -> None:
-        idle = self._idle.get(route)
+    def _release(self, route: Route, connection: http.client.HTTPConnection) -> None:
+        idle = self._idle.get(route.origin)
         if idle is None:
-            idle = self._idle.setdefault(route, [])
+            idle = self._idle.setdefault(route.origin, [])
         if len(idle) < self._pool_size:
             idle.append(connection)
         else:
@@ -325,7 +325,7 @@ class HttpTransport:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class _Route:
+class Route:
     """How requests for one origin go: straight, through a proxy, or tunnelled through one.
 
     Compared by identity: ``_route`` makes one per URL and proxy.
@@ -343,9 +343,15 @@ class _Route:
     #: The headers of the CONNECT that opens a tunnel through a proxy; None when there is none.
     tunnel: Mapping[str, str] | None = None
 
+    @property
+    def origin(self) -> tuple[tuple[str, int], bool, str, int]:
+        """What a kept-alive connection serves: every route with the same origin (whatever its
+        path) shares the connections of the pool."""
+        return self.connect_to, self.tls, self.host, self.port
+
 
 @lru_cache(maxsize=64)
-def _route(base: str, proxy: str | None) -> _Route:
+def route_for(base: str, proxy: str | None) -> Route:
     """The route of a URL without its query (``base``), through ``proxy`` (the one set for its
     scheme) unless its host is exempt (``urllib.request.proxy_bypass``)."""
     parts = urlsplit(base)
@@ -358,7 +364,7 @@ def _route(base: str, proxy: str | None) -> _Route:
     headers = {"User-Agent": _USER_AGENT}
     path = parts.path or "/"
     if not proxy or urllib.request.proxy_bypass(host):
-        return _Route(host, port, tls, (host, port), path, headers)
+        return Route(host, port, tls, (host, port), path, headers)
     via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     if not via.hostname:
         raise ProtocolError("the proxy setting names no host")
@@ -369,10 +375,10 @@ def _route(base: str, proxy: str | None) -> _Route:
         credentials["Proxy-Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
     if tls:
         # CONNECT through the proxy, then TLS to the origin inside the tunnel.
-        return _Route(host, port, tls, proxy_to, path, headers, credentials)
+        return Route(host, port, tls, proxy_to, path, headers, credentials)
     authority = parts.netloc.rpartition("@")[2]
     target = f"http://{authority}{path}"
-    return _Route(host, port, tls, proxy_to, target, {**headers, **credentials})
+    return Route(host, port, tls, proxy_to, target, {**headers, **credentials})
 
 
 _USER_AGENT = "fibo-soap"
