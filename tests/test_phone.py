@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fibo_soap import phone as phone_module
 from fibo_soap.errors import FiboCodeError, InvalidInputError, InvalidPhoneNumberError
 from fibo_soap.phone import RETIRED_PREFIXES, WireFormat, mask, normalize, normalize_many
 
@@ -456,3 +457,66 @@ def test_a_long_input_is_quoted_short_in_the_message() -> None:
         normalize(junk)
     assert caught.value.phone == junk
     assert len(str(caught.value)) < 100
+
+
+# -- the fast path for plainly written Vietnamese numbers ---------------------------------------
+
+
+def full_path(phone: str, wire: WireFormat) -> str | None:
+    """What phonenumbers' full parse says: the wire form, or None when it refuses the number."""
+    try:
+        return phone_module._normalize_text.__wrapped__(phone, "VN", wire)
+    except phone_module._Refused:
+        return None
+
+
+def assert_fast_path_agrees(phone: str) -> None:
+    for wire in WireFormat:
+        fast = phone_module._fast_vietnamese(phone, "VN", wire)
+        if fast is not None:
+            assert fast == full_path(phone, wire), (phone, wire)
+
+
+def test_the_fast_path_answers_for_plain_numbers_in_every_block() -> None:
+    for _, prefix in CURRENT_BLOCKS:
+        national = sample(prefix)
+        for written in (national, "84" + national[1:], "+84" + national[1:]):
+            for wire in WireFormat:
+                expected = national if wire is WireFormat.NATIONAL else "84" + national[1:]
+                assert phone_module._fast_vietnamese(written, "VN", wire) == expected
+                assert full_path(written, wire) == expected
+
+
+def test_the_fast_path_leaves_the_rest_to_phonenumbers() -> None:
+    for written in (
+        "0909 128 628",  # separators
+        "01689128628",  # a retired prefix
+        "0241234567",  # a landline
+        "+840909128628",  # a trunk 0 after the country code
+        "841234567",  # a national number starting 84
+        "0909128628x",
+        "０９０９１２８６２８",  # fullwidth digits
+    ):
+        assert phone_module._fast_vietnamese(written, "VN", WireFormat.NATIONAL) is None
+    assert phone_module._fast_vietnamese("0909128628", "US", WireFormat.NATIONAL) is None
+
+
+def test_the_fast_path_agrees_with_phonenumbers_on_every_four_digit_block() -> None:
+    # Validity and formatting in the VN metadata turn on the leading digits (at most four): every
+    # four-digit head of a nine-digit national number, with two different tails.
+    for head in range(1000, 10000):
+        for tail in ("00000", "98765"):
+            assert_fast_path_agrees(f"0{head}{tail}")
+
+
+vietnamese_ish = st.builds(
+    lambda head, digits: head + digits,
+    st.sampled_from(["", "0", "00", "84", "+84", "+840", "840", "084", "+", "0084", "+85"]),
+    st.text(alphabet="0123456789", min_size=0, max_size=12),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(phone=st.one_of(vietnamese_ish, st.text(max_size=16), st.from_regex(r"\+?[0-9]{8,13}")))
+def test_the_fast_path_agrees_with_phonenumbers(phone: str) -> None:
+    assert_fast_path_agrees(phone)
