@@ -6,6 +6,9 @@ the other, 127.0.0.1 only, each run bounded in time. Reports requests/s (median 
 the ratio to the baseline, then checks that no request was lost: every completed SendSMS is stored
 exactly once and the balance went down by exactly that many.
 
+Next to requests/s it reports the server's CPU time per request (from /proc, user + system): on a
+machine shared with other work the rate moves with the neighbours, the CPU cost much less.
+
     python -m bench.emulator_throughput [--runs 5] [--seconds 5] [--connections 16]
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import socket
@@ -85,6 +89,16 @@ def _wait(url: str) -> None:
     raise RuntimeError(f"the emulator did not come up at {url}")
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux), None where /proc cannot say."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # utime and stime are fields 14 and 15 of stat(5), the 12th and 13th after the name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wrk(url: str, script: Path | None, seconds: int, connections: int) -> tuple[float, int, int]:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script is not None:
@@ -149,20 +163,25 @@ def main(argv: list[str] | None = None) -> int:
             )
             urllib.request.urlopen(request, timeout=5).close()
             rates: dict[str, list[float]] = {"hello": [], "get": [], "soap11": []}
+            cpu_us: dict[str, list[float]] = {"hello": [], "get": [], "soap11": []}
             sent = 0
             failures = 0
             for run in range(args.runs):
                 # Interleaved, so drift in the machine's state affects all three alike.
-                rate, _total, failed = _wrk(
-                    f"{base}/_emulator/hello", None, args.seconds, args.connections
-                )
-                rates["hello"].append(rate)
-                failures += failed
-                for key, script in (("get", scripts["get", run]), ("soap11", scripts["soap", run])):
-                    rate, total, failed = _wrk(base, script, args.seconds, args.connections)
+                for key, url, script in (
+                    ("hello", f"{base}/_emulator/hello", None),
+                    ("get", base, scripts["get", run]),
+                    ("soap11", base, scripts["soap", run]),
+                ):
+                    before = _cpu_seconds(server.pid)
+                    rate, total, failed = _wrk(url, script, args.seconds, args.connections)
+                    after = _cpu_seconds(server.pid)
                     rates[key].append(rate)
-                    sent += total
+                    if before is not None and after is not None and total:
+                        cpu_us[key].append((after - before) / total * 1e6)
                     failures += failed
+                    if key != "hello":
+                        sent += total
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -172,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     stored = sum(counts.values())
     doubled = sum(1 for n in counts.values() if n > 1)
     medians = {key: statistics.median(values) for key, values in rates.items()}
+    cpu = {key: statistics.median(values) for key, values in cpu_us.items() if values}
     report = {
         "runs": args.runs,
         "seconds": args.seconds,
@@ -179,16 +199,30 @@ def main(argv: list[str] | None = None) -> int:
         "requests_per_second": medians,
         "all_runs": rates,
         "ratio_to_hello": {key: medians[key] / medians["hello"] for key in ("get", "soap11")},
+        # Ratios within each run: the three measurements of a run are seconds apart.
+        "ratio_to_hello_per_run": {
+            key: [r / h for r, h in zip(rates[key], rates["hello"], strict=True)]
+            for key in ("get", "soap11")
+        },
+        "server_cpu_us_per_request": cpu,
+        "server_cpu_us_all_runs": cpu_us,
         "sendsms_completed": sent,
         "stored": stored,
         "doubled_guids": doubled,
         "failed_requests": failures,
         "balance_spent": BALANCE - (balance or 0),
     }
-    print(f"{'endpoint':<22}{'req/s (median)':>16}{'× hello':>10}")
-    print(f"{'hello (baseline)':<22}{medians['hello']:>16.0f}{1.0:>10.2f}")
-    for key, label in (("get", "SendSMS over GET"), ("soap11", "SendSMS over SOAP 1.1")):
-        print(f"{label:<22}{medians[key]:>16.0f}{medians[key] / medians['hello']:>10.2f}")
+    print(f"{'endpoint':<22}{'req/s (median)':>16}{'× hello':>10}{'CPU µs/req':>12}")
+    for key, label in (
+        ("hello", "hello (baseline)"),
+        ("get", "SendSMS over GET"),
+        ("soap11", "SendSMS over SOAP 1.1"),
+    ):
+        shown = f"{cpu[key]:>12.1f}" if key in cpu else f"{'-':>12}"
+        print(f"{label:<22}{medians[key]:>16.0f}{medians[key] / medians['hello']:>10.2f}{shown}")
+    for key in ("get", "soap11"):
+        per_run = ", ".join(f"{r:.2f}" for r in report["ratio_to_hello_per_run"][key])
+        print(f"  {key} × hello in each run: {per_run}")
     # wrk stops counting at the deadline: requests still in flight then (at most one per
     # connection per run) are stored but not counted as completed.
     in_flight = stored - sent

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -296,16 +296,14 @@ def test_concurrent_submits_through_two_connections_never_overdraw(tmp_path: Pat
         assert len(set(ids)) == 57
 
 
-def test_ten_thousand_messages_submit_well_under_a_second(store: Store) -> None:
+def test_ten_thousand_messages_submit_as_one_batch(store: Store) -> None:
+    # How fast is bench/emulator_throughput.py's to say; here, that all of them land, once.
     store.set_balance("C1", HOSTING, 10_000)
     due = NOW + timedelta(seconds=30)
     batch = [msg(i, guid=f"g{i}", sending_at=NOW, final_at=due) for i in range(10_000)]
-    started = time.perf_counter()
     result = send(store, batch)
-    elapsed = time.perf_counter() - started
     assert result.accepted
     assert len(result.ids) == 10_000
-    assert elapsed < 1.0, f"submit of 10,000 rows took {elapsed:.2f}s"
     assert store.balance("C1", HOSTING) == 0
     assert store.total_pages("C1", "") == 500
     assert store.advance(due) == 10_000
@@ -666,3 +664,175 @@ def test_instants_come_back_equal_in_vietnam_time(instant: datetime) -> None:
     assert row.created == instant
     assert row.created is not None
     assert row.created.utcoffset() == timedelta(hours=7)
+
+
+# -- the state a message is written in ----------------------------------------------------------
+
+
+def expected_state(message: Outgoing, at: datetime) -> tuple[SmsStatus, datetime | None]:
+    """The documented timeline: Pending until sending_at, Sending until final_at, then final."""
+    if message.final_at is not None and message.final_at <= at:
+        return SmsStatus(message.final_status), message.final_at
+    if message.sending_at is not None and message.sending_at <= at:
+        return SmsStatus.SENDING, None
+    return SmsStatus.PENDING, None
+
+
+instants = st.one_of(st.none(), st.integers(min_value=-3, max_value=3))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    timelines=st.lists(st.tuples(instants, instants), min_size=1, max_size=3),
+    later=st.integers(min_value=0, max_value=4),
+)
+def test_a_message_is_stored_in_its_state_at_now_and_moves_on_from_there(
+    timelines: list[tuple[int | None, int | None]], later: int
+) -> None:
+    def at(offset: int | None) -> datetime | None:
+        return None if offset is None else NOW + timedelta(seconds=offset)
+
+    messages = []
+    for n, (sending, final) in enumerate(timelines):
+        if sending is not None and final is not None and sending > final:
+            sending, final = final, sending
+        messages.append(
+            msg(n, final_status=SmsStatus.SENT_FAILED, sending_at=at(sending), final_at=at(final))
+        )
+    with Store() as store:
+        seed(store)
+        assert send(store, messages).accepted
+        assert [(s.status, s.sent) for s in store.outgoing()] == [
+            expected_state(m, NOW) for m in messages
+        ]
+        then = NOW + timedelta(seconds=later)
+        store.advance(then)
+        assert [(s.status, s.sent) for s in store.outgoing()] == [
+            expected_state(m, then) for m in messages
+        ]
+
+
+# -- group commit -------------------------------------------------------------------------------
+
+
+def test_a_batch_commits_its_calls_together(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite3"
+    with Store(path) as store, Store(path) as other:
+        seed(store)
+        with store.batch():
+            first = send(store, [msg(1, guid="a")])
+            second = send(store, [msg(2, guid="b")])
+            # Inside the batch each call sees what the calls before it did...
+            assert store.balance("C1", HOSTING) == 98
+            # ...and no other connection sees any of it before the commit.
+            assert other.outgoing() == []
+            assert other.balance("C1", HOSTING) == 100
+        assert first.accepted
+        assert second.accepted
+        assert [s.guid for s in other.outgoing()] == ["a", "b"]
+        assert other.balance("C1", HOSTING) == 98
+
+
+def test_a_call_that_fails_inside_a_batch_leaves_no_trace_and_the_others_stay(
+    store: Store,
+) -> None:
+    with store.batch():
+        send(store, [msg(1, guid="kept")])
+        with pytest.raises(ValueError, match="already exists"):
+            store.add_account("C1", "other", "Someone Else")
+        with pytest.raises(TypeError):
+            store.submit("C1", HOSTING, [msg(2)], now=NOW, operation=None, protocol="get")  # type: ignore[arg-type]
+        send(store, [msg(3, guid="also kept")])
+        assert store.authenticate("C1", "pass1") == "Client One"
+    assert [s.guid for s in store.outgoing()] == ["kept", "also kept"]
+    assert store.balance("C1", HOSTING) == 98
+
+
+def test_a_deferred_insert_that_fails_rolls_the_whole_batch_back(store: Store) -> None:
+    def broken_batch() -> None:
+        with store.batch():
+            send(store, [msg(1, guid="fine")])
+            # Taken at once, stored at the batch's INSERT, where the value cannot be bound.
+            assert send(store, [msg(2, guid=object())]).accepted
+            with pytest.raises(sqlite3.ProgrammingError):
+                store.outgoing()  # a read of the sent messages inserts them first
+            with pytest.raises(RuntimeError, match="rolled back"):
+                send(store, [msg(3)])
+
+    with pytest.raises(RuntimeError, match="rolled back"):
+        broken_batch()
+    assert store.outgoing() == []
+    assert store.balance("C1", HOSTING) == 100
+    with store.batch():
+        send(store, [msg(4)])
+    assert len(store.outgoing()) == 1
+
+
+def test_ids_and_reads_inside_a_batch_are_as_without_one(tmp_path: Path) -> None:
+    def script(store: Store) -> list[object]:
+        seen: list[object] = [send(store, [msg(1, guid="a")]).ids]
+        seen.append(send(store, [msg(2, guid="b"), msg(3, guid="c")]).ids)
+        seen.append([s.guid for s in store.outgoing()])
+        seen.append(send(store, [msg(4, guid="d")], charge=False).ids)
+        seen.append(store.count_by_guid("C1"))
+        seen.append(send(store, [msg(n) for n in range(200)]).reason)
+        seen.append(store.balance("C1", HOSTING))
+        return seen
+
+    with Store(tmp_path / "plain.sqlite3") as plain, Store(tmp_path / "batch.sqlite3") as batched:
+        seed(plain)
+        seed(batched)
+        expected = script(plain)
+        with batched.batch():
+            got = script(batched)
+        assert got == expected
+        assert [s.guid for s in batched.outgoing()] == [s.guid for s in plain.outgoing()]
+
+
+def test_an_exception_out_of_a_batch_rolls_every_call_back(store: Store) -> None:
+    def interrupted() -> None:
+        with store.batch():
+            send(store, [msg(1)])
+            store.set_balance("C2", HOSTING, 7)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        interrupted()
+    assert store.outgoing() == []
+    assert store.balance("C1", HOSTING) == 100
+    assert store.balance("C2", HOSTING) == 100
+    # The store is usable again, in and out of batches.
+    with store.batch():
+        send(store, [msg(2)])
+    assert len(store.outgoing()) == 1
+
+
+def test_a_batch_does_not_nest(store: Store) -> None:
+    with store.batch(), pytest.raises(RuntimeError, match="already open"), store.batch():
+        pass
+    send(store, [msg(1)])
+    assert store.balance("C1", HOSTING) == 99
+
+
+def test_batches_and_single_calls_from_many_threads_never_overdraw(store: Store) -> None:
+    store.set_balance("C1", HOSTING, 57)
+    barrier = threading.Barrier(10)
+
+    def worker(n: int) -> list[SubmitResult]:
+        barrier.wait()
+        if n % 2:
+            return [send(store, [msg(n * 1000 + i)]) for i in range(20)]
+        results = []
+        for chunk in range(4):
+            with store.batch():
+                results += [send(store, [msg(n * 1000 + chunk * 5 + i)]) for i in range(5)]
+        return results
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        futures = [pool.submit(worker, n) for n in range(10)]
+    results = [r for f in futures for r in f.result()]
+    accepted = [r for r in results if r.accepted]
+    assert len(results) == 200
+    assert len(accepted) == 57
+    assert store.balance("C1", HOSTING) == 0
+    assert sorted(i for r in accepted for i in r.ids) == [s.id for s in store.outgoing()]

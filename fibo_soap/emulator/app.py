@@ -12,14 +12,14 @@ import html
 import math
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -77,11 +77,15 @@ class EmulatorApp:
         self.request_validation = request_validation
         self.recorded: deque[Recorded] = deque(maxlen=record or None)
         self.record = record > 0
+        # The calls waiting for their group commit (see _call).
+        self._group: _Group | None = None
         self._namespace = wsdl.wsdl_namespace()
         self._app = Starlette(
             routes=[
-                Route("/Service.asmx", self._asmx, methods=["GET", "POST"]),
-                Route("/Service.asmx/{method}", self._http_method, methods=["GET", "POST"]),
+                Route("/Service.asmx", _Endpoint(self._asmx), methods=["GET", "POST"]),
+                Route(
+                    "/Service.asmx/{method}", _Endpoint(self._http_method), methods=["GET", "POST"]
+                ),
                 Route("/_emulator/hello", self._hello, methods=["GET", "POST"]),
                 Route("/_emulator/faults", self._faults, methods=["GET", "POST", "DELETE"]),
                 Route("/_emulator/advance", self._advance, methods=["POST"]),
@@ -169,26 +173,28 @@ class EmulatorApp:
                 )
             raw = body
         try:
-            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
+            fields = form_fields(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             return _asmx_error("System.ArgumentException: Invalid character in the request.")
-        fields = dict(pairs)
-        for value in fields.values():
-            bad = _NOT_XML.search(value)
-            if bad is not None:
-                # The value would be stored, then break every XML answer that shows it (the
-                # sent lists): refused as .NET's XmlWriter refuses such a character.
-                return _asmx_error(
-                    f"System.ArgumentException: hexadecimal value 0x{ord(bad.group()):02X}, "
-                    "is an invalid character."
-                )
+        # One search over all the values finds the first bad character of the first bad value.
+        bad = _NOT_XML.search("".join(fields.values()))
+        if bad is not None:
+            # The value would be stored, then break every XML answer that shows it (the sent
+            # lists): refused as .NET's XmlWriter refuses such a character.
+            return _asmx_error(
+                f"System.ArgumentException: hexadecimal value 0x{ord(bad.group()):02X}, "
+                "is an invalid character."
+            )
+        params: dict[str, str | None] = {}
         for name_ in op.params:
-            if name_ not in fields:
+            value = fields.get(name_)
+            if value is None:
                 return _asmx_error(
                     f"System.InvalidOperationException: Missing parameter: {name_}.\r\n"
                     "   at System.Web.Services.Protocols.ValueCollectionParameterReader.Read"
                     "(NameValueCollection collection)"
                 )
+            params[name_] = value
         if self.request_validation:
             source = "QueryString" if protocol == "get" else "Form"
             for key, value in fields.items():
@@ -197,7 +203,6 @@ class EmulatorApp:
                         f"A potentially dangerous Request.{source} value was detected from the "
                         f'client ({key}="{value[:20]}...").'
                     )
-        params = {name_: fields[name_] for name_ in op.params}
         self._record(request, body, protocol, op, params)
         return await self._invoke(request, op, params, protocol)
 
@@ -210,7 +215,23 @@ class EmulatorApp:
         params: Mapping[str, str | None],
         protocol: str,
     ) -> Response:
-        fired = self.faults.take(op.name, protocol) if self.faults.rules() else []
+        fired = self.faults.take(op.name, protocol) if self.faults.active() else []
+        if not fired:
+            try:
+                value = await self._call(op, params, protocol)
+            except Exception as exc:  # noqa: BLE001 - ASMX turns any exception into a fault
+                return _method_failed(protocol, exc)
+            return self._answer(op, value, protocol)
+        return await self._invoke_under_faults(request, op, params, protocol, fired)
+
+    async def _invoke_under_faults(
+        self,
+        request: Request,
+        op: Operation,
+        params: Mapping[str, str | None],
+        protocol: str,
+        fired: list[Fault],
+    ) -> Response:
         kinds = {rule.kind for rule in fired}
         delay = sum(rule.seconds for rule in fired if rule.kind is FaultKind.LATENCY)
         if delay:
@@ -226,15 +247,9 @@ class EmulatorApp:
                 "Server was unable to process request. ---> injected fault",
             )
         try:
-            value = self.service.call(op, params, protocol)
+            value = await self._call(op, params, protocol)
         except Exception as exc:  # noqa: BLE001 - ASMX turns any exception into a fault
-            if protocol in ("soap11", "soap12"):
-                return _fault(
-                    "1.2" if protocol == "soap12" else "1.1",
-                    "Server",
-                    f"Server was unable to process request. ---> {type(exc).__name__}",
-                )
-            return _asmx_error(f"System.Exception: {type(exc).__name__}")
+            return _method_failed(protocol, exc)
         if kinds & AFTER_METHOD:
             if FaultKind.CLOSE_AFTER in kinds:
                 return _drop(request)
@@ -244,6 +259,56 @@ class EmulatorApp:
         if FaultKind.TRUNCATE in kinds:
             return _Truncated(response, request)
         return response
+
+    def _call(
+        self, op: Operation, params: Mapping[str, str | None], protocol: str
+    ) -> asyncio.Future[str | int]:
+        """The method's result, once the group of calls it runs in is committed (group commit).
+
+        Calls that reach the loop together (one per connection under load) run in one store
+        transaction: the commit is SQLite's costly step, and one serves them all. Each call is
+        still atomic on its own, and none is answered before the commit that stores it.
+        """
+        loop = asyncio.get_running_loop()
+        group = self._group
+        if group is None or group.closed or group.loop is not loop:
+            group = self._group = _Group(loop)
+            # The group runs two turns of the loop from now: the requests read in this turn and
+            # in the next poll for I/O join it. With one turn, answers going out while others
+            # come in split the connections into groups of half the size, and twice the commits.
+            loop.call_soon(loop.call_soon, self._run_group, group)
+        future: asyncio.Future[str | int] = loop.create_future()
+        group.calls.append((op, params, protocol, future))
+        return future
+
+    def _run_group(self, group: _Group) -> None:
+        group.closed = True
+        outcomes: list[tuple[asyncio.Future[str | int], str | int | Exception]] = []
+        try:
+            with self.service.store.batch():
+                for op, params, protocol, future in group.calls:
+                    try:
+                        outcomes.append((future, self.service.call(op, params, protocol)))
+                    except Exception as exc:  # noqa: BLE001 - the call's own failure, its fault
+                        outcomes.append((future, exc))
+        except BaseException as exc:
+            # The commit failed or never came: nothing of the group is stored, none succeeds.
+            for *_, future in group.calls:
+                if not future.done():
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for future, outcome in outcomes:
+            if future.done():  # the request's task was cancelled meanwhile
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     def _answer(self, op: Operation, value: str | int, protocol: str) -> Response:
         if protocol == "soap11":
@@ -354,6 +419,57 @@ class EmulatorApp:
         return JSONResponse({"ok": True})
 
 
+class _Group:
+    """Calls that share one store transaction: run and committed together by one loop callback."""
+
+    __slots__ = ("calls", "closed", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.closed = False
+        self.calls: list[
+            tuple[Operation, Mapping[str, str | None], str, asyncio.Future[str | int]]
+        ] = []
+
+
+class _Endpoint:
+    """A handler as a bare ASGI app under the router, for the ASMX routes every call takes.
+
+    Starlette's request_response wrapper exists for exception handlers (HTTPException), which
+    these handlers never raise, and it passes every message sent through one more coroutine.
+    The dispatch (middleware, router) is the one every route has, the hello route too.
+    """
+
+    __slots__ = ("_handler",)
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
+def form_fields(text: str) -> dict[str, str]:
+    """The fields of a query string or form body, the last value of each name kept.
+
+    What ``dict(parse_qsl(text, keep_blank_values=True, errors="strict"))`` gives (the tests
+    compare the two), without its per-field calls for the plain fields a client sends: a field
+    without ``+`` or ``%`` is taken as it is. UnicodeDecodeError for bad UTF-8 after ``%``.
+    """
+    fields: dict[str, str] = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if "+" in name or "%" in name:
+            name = unquote(name.replace("+", " "), errors="strict")
+        if "+" in value or "%" in value:
+            value = unquote(value.replace("+", " "), errors="strict")
+        fields[name] = value
+    return fields
+
+
 class _Truncated(Response):
     """An answer that declares its full length, sends half, and drops the connection."""
 
@@ -408,14 +524,20 @@ async def _body(request: Request) -> bytes | None:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
         return None
+    # Read from receive directly: request.stream() is an async generator around the same loop.
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_REQUEST_BYTES:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -439,6 +561,17 @@ def _soap_action(request: Request, version: Literal["1.1", "1.2"]) -> str:
 def _fault(version: codec.SoapVersion, code: Literal["Client", "Server"], reason: str) -> Response:
     media = XML if version == "1.1" else SOAP12
     return Response(codec.encode_soap_fault(version, code, reason), 500, media_type=media)
+
+
+def _method_failed(protocol: str, exc: Exception) -> Response:
+    """The answer ASMX gives when the method throws: a soap:Server fault, or HTTP 500 text."""
+    if protocol in ("soap11", "soap12"):
+        return _fault(
+            "1.2" if protocol == "soap12" else "1.1",
+            "Server",
+            f"Server was unable to process request. ---> {type(exc).__name__}",
+        )
+    return _asmx_error(f"System.Exception: {type(exc).__name__}")
 
 
 def _dangerous(value: str) -> bool:

@@ -114,6 +114,13 @@ class Faults:
         with self._lock:
             self._rules.clear()
 
+    def active(self) -> bool:
+        """True when any rule is set: the app's look before every call, without the lock.
+
+        Reading the list's length is atomic; a rule added meanwhile applies from the next call.
+        """
+        return bool(self._rules)
+
     def rules(self) -> list[Fault]:
         """The active rules, oldest first."""
         with self._lock:

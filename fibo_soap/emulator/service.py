@@ -12,6 +12,7 @@ Magic phone numbers (any valid mobile number whose last four digits are these):
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ MESSAGES = {
 
 #: Last four digits of a number the gateway refuses.
 REFUSED_SUFFIX = "0101"
+
+_REFUSALS = {"zero_balance": CODE_ZERO_BALANCE, "over_balance": CODE_OVER_BALANCE}
 
 
 class Clock:
@@ -110,7 +113,7 @@ class _Planned:
 
 
 def _plan(number: str | None, message: str | None, guid: str | None) -> _Planned:
-    # Validation runs once per message: it is the costliest step of a send.
+    # Validation runs once per message, here, whatever the send does with the result.
     phone_number = (number or "").strip()
     return _Planned(phone_number, message or "", guid, refused(phone_number))
 
@@ -172,12 +175,16 @@ class FiboService:
 
     def _send_one(self, client_no: str, params: Mapping[str, str | None], protocol: str) -> str:
         service_type = _int(params.get("serviceType"))
-        if service_type is None or self.store.balance(client_no, service_type) is None:
+        if service_type is None:
             return _status(CODE_SERVICE_TYPE)
         planned = [
             _plan(params.get("phoneNumber"), params.get("smsMessage"), params.get("smsGUID"))
         ]
         if planned[0].refused:
+            # A wrong service type is reported before a wrong number. A number that passes needs
+            # no look-up here: submit refuses an unknown service type itself, storing nothing.
+            if self.store.balance(client_no, service_type) is None:
+                return _status(CODE_SERVICE_TYPE)
             return _status(CODE_PHONE)
         # SendMaskedSMS is the only single send that carries a senderName.
         masked = "senderName" in params
@@ -245,8 +252,7 @@ class FiboService:
         )
         if result.accepted:
             return CODE_ACCEPTED
-        refusals = {"zero_balance": CODE_ZERO_BALANCE, "over_balance": CODE_OVER_BALANCE}
-        return refusals.get(result.reason, CODE_SERVICE_TYPE)
+        return _REFUSALS.get(result.reason, CODE_SERVICE_TYPE)
 
     def _outgoing(self, item: _Planned, sender: str | None, now: datetime, free: bool) -> Outgoing:
         if free:
@@ -346,7 +352,9 @@ def _op(name: str) -> Operation:
     return OPERATIONS[name]
 
 
+@functools.cache
 def _status(code: int) -> str:
+    # A constant document per code: written once, not on every send.
     return codec.encode_status(code, MESSAGES[code])
 
 

@@ -4,9 +4,11 @@ The only module of the project with SQL. It keeps state correctly and atomically
 about FIBO codes, magic inputs or delivery outcomes: the emulator's app does, and tells the store.
 
 Every public method is thread-safe (the app serves from a uvicorn thread while tests call the store
-from theirs) and blocking. Methods that depend on the clock take ``now`` explicitly, because the
-emulator's clock is its own and tests advance it. Instants are stored as UTC epoch seconds and
-returned as aware datetimes in Vietnam time, as FIBO writes them.
+from theirs) and blocking. ``batch()`` groups the calls made inside it into one transaction with
+a single commit (group commit); each call stays atomic on its own. Methods that depend on the
+clock take ``now`` explicitly, because the emulator's clock is its own and tests advance it.
+Instants are stored as UTC epoch seconds and returned as aware datetimes in Vietnam time, as FIBO
+writes them.
 """
 
 from __future__ import annotations
@@ -133,6 +135,23 @@ WHERE client_no = :client_no
 
 _DUMMY_SECRET: Final = b"\x00" * 32
 
+_TAKE_BALANCE: Final = (
+    "UPDATE service_type SET balance = balance - ?"
+    " WHERE client_no = ? AND service_type_id = ? AND balance >= ? AND balance > 0"
+)
+_SMS_COLUMNS: Final = (
+    "client_no, service_type_id, phone, message, guid, sender_name, status, created, sent,"
+    " final_status, sending_at, final_at, next_at, operation, protocol"
+)
+_INSERT_SMS: Final = (
+    f"INSERT INTO sms ({_SMS_COLUMNS})"  # noqa: S608 -- constant column list
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_SMS_WITH_ID: Final = (
+    f"INSERT INTO sms (id, {_SMS_COLUMNS})"  # noqa: S608 -- constant column list
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
@@ -201,7 +220,14 @@ class Store:
             os.close(fd)
             path = name
         self.path: Final = Path(path)
-        self._lock = threading.Lock()
+        # Reentrant: batch() holds it across the calls it groups, which take it again.
+        self._lock = threading.RLock()
+        # The state of an open batch(), only ever seen by the thread holding the lock for it.
+        self._batching = False
+        self._pending: list[tuple[Any, ...]] = []  # sms rows submit() left for one INSERT
+        self._next_id: int | None = None  # the id the next deferred sms row takes
+        self._accounts: dict[str, tuple[str, str] | None] = {}  # account rows read in the batch
+        self._broken: BaseException | None = None  # a deferred INSERT failed: no commit
         # Autocommit mode: every write below opens its own BEGIN IMMEDIATE, so sqlite3's implicit
         # transactions never hold a lock across calls. The timeout covers other connections to
         # the same file (another Store, another process), whose writers SQLite serializes.
@@ -253,23 +279,79 @@ class Store:
     ) -> None:
         self.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """Yields the connection inside BEGIN IMMEDIATE; commits, or rolls back on any error.
+    def _write(self) -> _Write:
+        """A context that yields the connection inside BEGIN IMMEDIATE; commits, or rolls back on
+        any error.
 
         The caller holds self._lock. IMMEDIATE takes SQLite's write lock before the first read, so
-        a check and the write it guards see the same balance even across connections.
+        a check and the write it guards see the same balance even across connections. Inside
+        batch() the transaction is already open: a savepoint keeps this write atomic on its own,
+        and the batch commits it.
         """
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        if self._batching:
+            self._flush()
+        return _Write(self._conn, nested=self._batching)
+
+    def _flush(self) -> None:
+        """Inserts the rows submit() deferred in the open batch, before anything that may read or
+        change them. The caller holds self._lock.
+
+        A failed INSERT leaves balances taken for messages not stored: the batch cannot commit
+        any more, and every later call in it fails too.
+        """
+        if self._broken is not None:
+            raise RuntimeError("a write of this batch failed; it is rolled back") from self._broken
+        if self._pending:
+            rows, self._pending = self._pending, []
+            try:
+                self._conn.executemany(_INSERT_SMS_WITH_ID, rows)
+            except BaseException as exc:
+                self._broken = exc
+                raise
+
+    def _commit(self) -> None:
+        _commit(self._conn)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Runs the store calls made inside it (from this thread) in one transaction, one commit.
+
+        Group commit: the commit, SQLite's costly step, is shared by the calls. Each call is
+        still atomic on its own (a call that raises leaves no trace, the others stay); nothing
+        inside is durable, nor visible to other connections, until the block ends without an
+        exception and the commit succeeds. An exception out of the block, or a failed commit,
+        rolls every call back. Other threads wait for the batch to end. Not reentrant.
+
+        Inside a batch, a submit takes its balance at once and leaves its rows for one INSERT of
+        all of them, made before anything reads the sent messages and at the end; an account is
+        read once. Nothing else can write meanwhile: the batch holds SQLite's write lock.
+        """
+        with self._lock:
+            if self._batching:
+                raise RuntimeError("Store.batch() is already open")
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._batching = True
+            try:
+                yield
+                self._flush()
+            except BaseException:
+                self._end_batch()
+                self._conn.execute("ROLLBACK")
+                raise
+            self._end_batch()
+            self._commit()
+
+    def _end_batch(self) -> None:
+        self._batching = False
+        self._pending = []
+        self._next_id = None
+        self._accounts.clear()
+        self._broken = None
 
     def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         with self._lock:
+            if self._batching:
+                self._flush()
             return self._conn.execute(sql, params).fetchall()
 
     # -- accounts -----------------------------------------------------------------------------
@@ -284,17 +366,25 @@ class Store:
                 )
             except sqlite3.IntegrityError:
                 raise ValueError(f"account {client_no!r} already exists") from None
+            self._accounts.pop(client_no, None)
 
     def authenticate(self, client_no: str, client_pass: str) -> str | None:
         """The account's name when client_no and client_pass match, else None."""
-        rows = self._query(
-            "SELECT client_pass, name FROM account WHERE client_no = ?", (client_no,)
-        )
+        with self._lock:
+            if self._batching and client_no in self._accounts:
+                account = self._accounts[client_no]
+            else:
+                rows = self._query(
+                    "SELECT client_pass, name FROM account WHERE client_no = ?", (client_no,)
+                )
+                account = (str(rows[0][0]), str(rows[0][1])) if rows else None
+                if self._batching:
+                    self._accounts[client_no] = account
         # Compared as UTF-8 bytes: compare_digest refuses non-ASCII str. An unknown account still
         # costs one comparison so the two refusals take about the same time.
-        stored = rows[0][0].encode() if rows else _DUMMY_SECRET
+        stored = account[0].encode() if account else _DUMMY_SECRET
         matches = hmac.compare_digest(stored, client_pass.encode())
-        return str(rows[0][1]) if rows and matches else None
+        return account[1] if account and matches else None
 
     def account_exists(self, client_no: str) -> bool:
         """True when the account exists."""
@@ -402,32 +492,64 @@ class Store:
         now_ts = _ts(now)
         count = len(messages)
         rows = [_outgoing_row(m, now_ts) for m in messages]
+        key = (client_no, service_type_id)
+        if not isinstance(operation, str) or not isinstance(protocol, str):
+            raise TypeError("operation and protocol are text")
+        with self._lock:
+            if self._batching:
+                return self._submit_deferred(key, rows, charge, operation, protocol)
         with self._lock, self._write() as conn:
-            key = (client_no, service_type_id)
             if charge:
                 # The usual case in one statement: take the balance if it covers the batch.
-                taken = conn.execute(
-                    "UPDATE service_type SET balance = balance - ?"
-                    " WHERE client_no = ? AND service_type_id = ? AND balance >= ? AND balance > 0",
-                    (count, *key, count),
-                ).rowcount
+                taken = conn.execute(_TAKE_BALANCE, (count, *key, count)).rowcount
                 if taken != 1:
                     return SubmitResult(accepted=False, reason=self._refusal(conn, key))
             elif self._refusal(conn, key) == "no_service_type":
                 return SubmitResult(accepted=False, reason="no_service_type")
+            if count == 1:
+                # The common single send: the new id read back rather than looked up.
+                new_id = conn.execute(_INSERT_SMS, (*key, *rows[0], operation, protocol)).lastrowid
+                return SubmitResult(accepted=True, reason="ok", ids=(int(new_id or 0),))
             # Ids are assigned here rather than read back, which executemany cannot do; the write
             # lock taken by BEGIN IMMEDIATE keeps them ours.
             first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sms").fetchone()[0]
             conn.executemany(
-                "INSERT INTO sms (id, client_no, service_type_id, phone, message, guid,"
-                " sender_name, status, created, final_status, sending_at, final_at, next_at,"
-                " operation, protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT_SMS_WITH_ID,
                 ((first + i, *key, *row, operation, protocol) for i, row in enumerate(rows)),
             )
-            # Only a batch with a transition already due (no delivery delay) needs moving on.
-            if any(row[-1] is not None and row[-1] <= now_ts for row in rows):
-                conn.execute(_ADVANCE, _advance_params(now_ts))
             return SubmitResult(accepted=True, reason="ok", ids=tuple(range(first, first + count)))
+
+    def _submit_deferred(
+        self,
+        key: tuple[str, int],
+        rows: list[tuple[Any, ...]],
+        charge: bool,
+        operation: str,
+        protocol: str,
+    ) -> SubmitResult:
+        """submit() inside a batch: the balance taken now, the rows left for the batch's INSERT.
+
+        The conditional UPDATE is one statement, atomic on its own: no savepoint is needed, and a
+        refusal leaves nothing behind. The caller holds self._lock.
+        """
+        if self._broken is not None:
+            self._flush()  # raises
+        conn = self._conn
+        count = len(rows)
+        if charge:
+            if conn.execute(_TAKE_BALANCE, (count, *key, count)).rowcount != 1:
+                return SubmitResult(accepted=False, reason=self._refusal(conn, key))
+        elif self._refusal(conn, key) == "no_service_type":
+            return SubmitResult(accepted=False, reason="no_service_type")
+        first = self._next_id
+        if first is None:
+            # Nothing else inserts sms rows while the batch holds the write lock.
+            first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sms").fetchone()[0]
+        self._next_id = first + count
+        self._pending += [
+            (first + i, *key, *row, operation, protocol) for i, row in enumerate(rows)
+        ]
+        return SubmitResult(accepted=True, reason="ok", ids=tuple(range(first, first + count)))
 
     @staticmethod
     def _refusal(conn: sqlite3.Connection, key: tuple[str, int]) -> SubmitReason:
@@ -446,6 +568,8 @@ class Store:
         """
         now_ts = _ts(now)
         with self._lock:
+            if self._batching:
+                self._flush()
             if not self._conn.execute(_ANY_DUE, (now_ts,)).fetchone()[0]:
                 return 0
             with self._write() as conn:
@@ -638,22 +762,82 @@ class Store:
         return [_incoming(r) for r in rows]
 
 
+class _Write:
+    """The transaction of one write (see Store._write); a class, as it is entered on every send."""
+
+    __slots__ = ("_conn", "_nested")
+
+    def __init__(self, conn: sqlite3.Connection, *, nested: bool) -> None:
+        self._conn = conn
+        self._nested = nested
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._conn.execute("SAVEPOINT fibo_write" if self._nested else "BEGIN IMMEDIATE")
+        return self._conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._nested:
+            if exc_type is not None:
+                self._conn.execute("ROLLBACK TO fibo_write")
+            self._conn.execute("RELEASE fibo_write")
+        elif exc_type is not None:
+            self._conn.execute("ROLLBACK")
+        else:
+            _commit(self._conn)
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        # A COMMIT that fails may leave the transaction open (SQLITE_BUSY, I/O errors): it is not
+        # kept half way.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _outgoing_row(message: Outgoing, now_ts: float) -> tuple[Any, ...]:
-    """The columns phone through next_at of a new row: Pending until the first instant given."""
-    sending_at = _ts_or_none(message.sending_at)
-    final_at = _ts_or_none(message.final_at)
+    """The columns phone through next_at of a new row, in its state at ``now_ts``.
+
+    Pending until the first instant given; a row with a transition already due (no delivery
+    delay) is written as _ADVANCE would leave it, rather than moved on by a second statement.
+    """
+    if not isinstance(message.phone, str) or not isinstance(message.message, str):
+        raise TypeError("a message's phone and text are text")
+    # Outgoing has checked that its instants are aware.
+    sending_at = None if message.sending_at is None else message.sending_at.timestamp()
+    final_at = None if message.final_at is None else message.final_at.timestamp()
+    status = _PENDING
+    sent = None
+    next_at = final_at if sending_at is None else sending_at
+    if next_at is not None and next_at <= now_ts:
+        if final_at is not None and final_at <= now_ts:
+            status, sent, next_at = int(message.final_status), final_at, None
+        else:
+            status, next_at = _SENDING, final_at
     return (
         message.phone,
         message.message,
         message.guid,
         message.sender_name,
-        int(models.SmsStatus.PENDING),
+        status,
         now_ts,
+        sent,
         int(message.final_status),
         sending_at,
         final_at,
-        final_at if sending_at is None else sending_at,
+        next_at,
     )
+
+
+_PENDING: Final = int(models.SmsStatus.PENDING)
+_SENDING: Final = int(models.SmsStatus.SENDING)
 
 
 def _advance_params(now_ts: float) -> dict[str, Any]:

@@ -1,0 +1,275 @@
+"""The path every send takes through the emulator: group commit, the form reader, and the answer
+writers, each held to the slower, simpler way it replaces.
+
+The group commit tests drive the ASGI app in-process, so that which calls arrive together is
+decided by the test, not by the scheduler: requests started in one turn of the loop share a group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from fibo_soap import codec, wsdl
+from fibo_soap.emulator.app import EmulatorApp, form_fields
+from fibo_soap.emulator.server import build
+from fibo_soap.models import StatusDocument
+from fibo_soap.operations import OPERATIONS
+
+NS = wsdl.wsdl_namespace()
+PASSWORD = "hot-path-secret"
+PHONES = [f"09091286{n:02d}" for n in range(12)]
+
+
+@pytest.fixture
+def app() -> Iterator[EmulatorApp]:
+    app, _ = build(client_pass=PASSWORD, delivery_delay=0, record=0)
+    try:
+        yield app
+    finally:
+        app.service.store.close()
+
+
+def send_query(phone: str, guid: str) -> bytes:
+    return urlencode(
+        {
+            "clientNo": "CL0001",
+            "clientPass": PASSWORD,
+            "phoneNumber": phone,
+            "smsMessage": "Ma OTP 123456",
+            "smsGUID": guid,
+            "serviceType": "1",
+        }
+    ).encode()
+
+
+async def get(app: EmulatorApp, query: bytes, events: list[str]) -> tuple[int, bytes]:
+    """One HTTP GET SendSMS through the ASGI app: its status and body."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/Service.asmx/SendSMS",
+        "raw_path": b"/Service.asmx/SendSMS",
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1")],
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 50000),
+    }
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            events.append("answer")
+        sent.append(message)
+
+    await app(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], body
+
+
+def all_at_once(
+    app: EmulatorApp, queries: list[bytes], events: list[str]
+) -> list[tuple[int, bytes]]:
+    async def main() -> list[tuple[int, bytes]]:
+        return list(await asyncio.gather(*(get(app, q, events) for q in queries)))
+
+    return asyncio.run(main())
+
+
+def count_commits(app: EmulatorApp, events: list[str], *, fail: bool = False) -> None:
+    """Records each group's commit in ``events``; with ``fail``, the commit fails instead."""
+    store = app.service.store
+    batch = store.batch
+
+    @contextmanager
+    def recorded() -> Iterator[None]:
+        with batch():
+            yield
+            if fail:
+                raise sqlite3.OperationalError("disk I/O error")
+        events.append("commit")
+
+    store.batch = recorded  # type: ignore[method-assign]
+
+
+def code(body: bytes) -> int:
+    decoded = codec.decode_result(OPERATIONS["SendSMS"], codec.decode_http_body(body))
+    assert isinstance(decoded, StatusDocument), decoded
+    return decoded.code
+
+
+def test_sends_arriving_together_share_one_commit_and_are_answered_after_it(
+    app: EmulatorApp,
+) -> None:
+    events: list[str] = []
+    count_commits(app, events)
+    answers = all_at_once(app, [send_query(p, f"g-{i}") for i, p in enumerate(PHONES)], events)
+    assert [(status, code(body)) for status, body in answers] == [(200, 200)] * len(PHONES)
+    assert events == ["commit"] + ["answer"] * len(PHONES)
+    stored = app.service.store.outgoing()
+    assert sorted(s.guid or "" for s in stored) == sorted(f"g-{i}" for i in range(len(PHONES)))
+    assert app.service.store.balance("CL0001", 1) == 1000 - len(PHONES)
+
+
+def test_a_call_that_throws_fails_alone_and_its_group_is_stored(app: EmulatorApp) -> None:
+    events: list[str] = []
+    count_commits(app, events)
+    call = app.service.call
+
+    def throwing(op: Any, params: Any, protocol: str) -> str | int:
+        if params.get("smsGUID") == "g-3":
+            app.service.store.set_balance("CL0001", 2, 0)  # a write the failed call made first
+            raise RuntimeError("the method broke")
+        return call(op, params, protocol)
+
+    app.service.call = throwing  # type: ignore[method-assign]
+    answers = all_at_once(app, [send_query(p, f"g-{i}") for i, p in enumerate(PHONES)], events)
+    assert answers[3] == (500, b"System.Exception: RuntimeError")
+    assert [status for status, _ in answers[:3] + answers[4:]] == [200] * (len(PHONES) - 1)
+    assert events[0] == "commit"
+    assert len(app.service.store.outgoing()) == len(PHONES) - 1
+    assert app.service.store.balance("CL0001", 1) == 1000 - (len(PHONES) - 1)
+    # The store calls a failing method made before it threw stay (each is atomic on its own),
+    # as they did when every store call committed by itself.
+    assert app.service.store.balance("CL0001", 2) == 0
+
+
+def test_when_the_group_commit_fails_no_call_of_it_succeeds_or_is_stored(
+    app: EmulatorApp,
+) -> None:
+    events: list[str] = []
+    count_commits(app, events, fail=True)
+    answers = all_at_once(app, [send_query(p, f"g-{i}") for i, p in enumerate(PHONES)], events)
+    assert answers == [(500, b"System.Exception: OperationalError")] * len(PHONES)
+    assert app.service.store.outgoing() == []
+    assert app.service.store.balance("CL0001", 1) == 1000
+
+
+def test_groups_follow_the_turns_of_the_loop(app: EmulatorApp) -> None:
+    events: list[str] = []
+    count_commits(app, events)
+
+    async def main() -> None:
+        await asyncio.gather(*(get(app, send_query(PHONES[0], f"a-{i}"), events) for i in range(3)))
+        await get(app, send_query(PHONES[1], "b"), events)
+
+    asyncio.run(main())
+    assert events == ["commit", "answer", "answer", "answer", "commit", "answer"]
+    assert len(app.service.store.outgoing()) == 4
+
+
+# --- the form reader ---------------------------------------------------------------------------
+
+# Pieces of forms as clients write them, and as they should not.
+form_pieces = ["a", "b", "=", "&", "+", "%", "%2", "%20", "%C3%A9", "%C3", "%ZZ", "%FF", " ", "é"]
+form_text = st.lists(st.sampled_from(form_pieces), max_size=20).map("".join) | st.text(max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=form_text)
+def test_form_fields_read_what_parse_qsl_reads(text: str) -> None:
+    try:
+        expected: dict[str, str] | type[Exception] = dict(
+            parse_qsl(text, keep_blank_values=True, errors="strict")
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        got: dict[str, str] | type[Exception] = form_fields(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        got = type(exc)
+    assert got == expected
+    if isinstance(expected, dict):
+        assert list(got) == list(expected)  # type: ignore[arg-type]
+
+
+# --- the answer writers ------------------------------------------------------------------------
+
+texts = st.text() | st.sampled_from(["", "\r\n", "a]]>b", "&amp;", "<SMS/>", "x\ufffey", "\ud800"])
+
+
+def tree_or_error(write: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return write(*args, **kwargs)
+    except (ValueError, UnicodeError) as exc:
+        return type(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(message=texts, code_=st.integers(min_value=-1000, max_value=100_000))
+def test_status_documents_are_what_the_lxml_tree_writes(message: str, code_: int) -> None:
+    assert tree_or_error(codec.encode_status, code_, message) == tree_or_error(
+        codec._encode_status_tree, code_, message
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=texts | st.integers(),
+    method=st.sampled_from(sorted(OPERATIONS)),
+    namespace=st.sampled_from([NS, "urn:x", 'http://e.com/?a=1&b="2"<', "fibo-text-slot"]),
+)
+def test_http_bodies_are_what_the_lxml_tree_writes(
+    value: str | int, method: str, namespace: str
+) -> None:
+    op = OPERATIONS[method]
+    assert tree_or_error(codec.encode_http_body, op, value, namespace) == tree_or_error(
+        codec._encode_http_body_tree, op.returns_int, str(value), namespace
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=texts | st.integers(),
+    method=st.sampled_from(sorted(OPERATIONS)),
+    version=st.sampled_from(["1.1", "1.2"]),
+    namespace=st.sampled_from([NS, "urn:x", 'http://e.com/?a=1&b="2"<', "fibo-text-slot"]),
+)
+def test_soap_responses_are_what_the_lxml_tree_writes(
+    value: str | int, method: str, version: codec.SoapVersion, namespace: str
+) -> None:
+    op = OPERATIONS[method]
+    expected = tree_or_error(
+        codec._encode_soap_response_tree, op.name, str(value), version, namespace
+    )
+    assert (
+        tree_or_error(codec.encode_soap_response, op, value, version=version, namespace=namespace)
+        == expected
+    )
+    if isinstance(expected, bytes) and isinstance(value, str):
+        # And the client reads the text back as it was written.
+        found = etree.fromstring(expected).find(f".//{{{namespace}}}{method}Result")
+        assert found is not None
+        assert (found.text or "") == value
+
+
+@pytest.mark.parametrize("namespace", ["", NS, "urn:x"])
+def test_a_soap_call_element_is_split_as_qname_splits_it(namespace: str) -> None:
+    body = (
+        f'<soap:Envelope xmlns:soap="{codec.SOAP11_NS}"><soap:Body>'
+        f'<SendSMS xmlns="{namespace}"><clientNo>C</clientNo></SendSMS>'
+        "</soap:Body></soap:Envelope>"
+    ).encode()
+    call = codec.parse_xml(body)[0][0]
+    request = codec.decode_soap_request(body)
+    assert (request.namespace, request.method) == (
+        etree.QName(call).namespace or "",
+        codec.local_name(call),
+    )
+    assert request.params == {"clientNo": "C"}
