@@ -503,9 +503,7 @@ def test_send_bulk_10000_lines_with_progress(
 ) -> None:
     emu.set_balance(20000, 1)
     source = _bulk_csv(tmp_path / "campaign.csv", 10000)
-    started = time.monotonic()
     result = run("--json", "send-bulk", "--progress", str(source))
-    elapsed = time.monotonic() - started
     document = json.loads(result.stdout)
     # Line 102 is 0912000101: the emulator's refused suffix.
     assert (document["rows"], document["accepted"], document["rejected"]) == (10000, 9999, 1)
@@ -525,7 +523,6 @@ def test_send_bulk_10000_lines_with_progress(
     # The progress bar ran on stderr and reached the end.
     assert "sending" in result.stderr
     assert "10000/10000" in result.stderr
-    assert elapsed < 120
 
 
 def test_send_bulk_without_a_terminal_shows_no_progress(

@@ -794,14 +794,12 @@ BILLION_LAUGHS = (
 )
 
 
-def test_entity_expansion_in_a_soap_body_is_refused_quickly(emu: Emulator) -> None:
+def test_entity_expansion_in_a_soap_body_is_refused_unexpanded(emu: Emulator) -> None:
     body = BILLION_LAUGHS.format(client_no=emu.client_no, client_pass=emu.client_pass)
-    started = time.perf_counter()
+    # The request's 10 s socket timeout is the hang detector: expanding would never end.
     answer = soap(emu, body.encode(), action=f"{NS}SendSMS")
-    elapsed = time.perf_counter() - started
     assert soap11_fault(answer)[0] == "soap:Client"
     assert len(answer.body) < 4096
-    assert elapsed < 5  # a generous bound: expanding would take far longer (or never end)
     assert emu.received() == []
     assert serves(emu)
 
