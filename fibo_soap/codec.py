@@ -756,7 +756,7 @@ _NOT_XML_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010fff
 _SLOT = "fibo-text-slot"
 
 
-def _xml_text(text: str) -> str | None:
+def xml_text(text: str) -> str | None:
     """``text`` escaped as libxml2 writes text content, or None when XML cannot carry it."""
     if _NOT_XML_TEXT.search(text) is not None:
         return None
@@ -776,8 +776,8 @@ def _split_at_slot(document: bytes) -> tuple[bytes, bytes] | None:
 
 def encode_status(code: int, message: str) -> str:
     """A status document ``<SMS><Code/><Message/><Time/></SMS>``."""
-    code_text = _xml_text(str(code))
-    message_text = _xml_text(message)
+    code_text = xml_text(str(code))
+    message_text = xml_text(message)
     if code_text is None or message_text is None:
         return _encode_status_tree(code, message)
     return f"<SMS><Code>{code_text}</Code><Message>{message_text}</Message><Time/></SMS>"
@@ -825,7 +825,7 @@ def decode_http_body(body: bytes, *, max_bytes: int = MAX_XML_BYTES) -> str:
 
 def encode_http_body(op: Operation, value: str | int, namespace: str) -> bytes:
     """An ASMX GET/POST answer: ``<string xmlns=…>escaped text</string>`` (``<int>`` for ints)."""
-    text = _xml_text(str(value))
+    text = xml_text(str(value))
     template = _http_body_template(op.returns_int, namespace)
     if text is None or template is None:
         return _encode_http_body_tree(op.returns_int, str(value), namespace)
@@ -866,7 +866,7 @@ def encode_soap_response(
     op: Operation, value: str | int, *, version: SoapVersion, namespace: str
 ) -> bytes:
     """A SOAP response envelope ``<OpResponse><OpResult>…</OpResult></OpResponse>``."""
-    text = _xml_text(str(value))
+    text = xml_text(str(value))
     template = _soap_response_template(op.name, version, namespace)
     if text is None or template is None:
         return _encode_soap_response_tree(op.name, str(value), version, namespace)

@@ -216,7 +216,7 @@ class _FastSoap:
         parts = [self._head, operation.open]
         for name in operation.params:
             value = params.get(name, "")
-            text = codec._xml_text(value)
+            text = codec.xml_text(value)
             if text is None:
                 raise InvalidInputError(
                     f"{name} holds a character XML cannot carry", field=name, value=value
