@@ -1,7 +1,7 @@
 """Where one send_sms spends its time: cProfile over N calls in this process, server elsewhere.
 
-cProfile charges each Python function call, so code made of many small calls (zeep's) looks
-heavier than it is; read the shares, not the microseconds. The top entries by cumulative and by
+cProfile charges each Python function call, so code made of many small calls looks heavier
+than it is; read the shares, not the microseconds. The top entries by cumulative and by
 own (tottime) time are printed and kept in the JSON; ``--profile-dump`` keeps the raw pstats.
 """
 
@@ -70,18 +70,14 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("  validation: text.prepare", "fibo_soap/text.py", ("prepare",)),
     ("  GUID: uuid.uuid4", "uuid.py", ("uuid4",)),
     ("  resilience: the attempt loop", "fibo_soap/resilience.py", ("call", "run")),
-    ("    SoapProtocol.call (zeep + transport)", "fibo_soap/protocols/soap.py", ("call",)),
-    ("      zeep: build the envelope (_create)", "zeep/wsdl/bindings/soap.py", ("_create",)),
-    ("      zeep: post_xml (the transport below)", "zeep/transports.py", ("post_xml",)),
-    ("        HttpTransport.request", "fibo_soap/protocols/transport.py", ("request",)),
-    ("          urllib3 PoolManager.urlopen", "urllib3/poolmanager.py", ("urlopen",)),
-    ("          socket sendall", "~", ("<method 'sendall' of '_socket.socket' objects>",)),
-    ("          socket recv_into", "~", ("<method 'recv_into' of '_socket.socket' objects>",)),
-    (
-        "      zeep: read the reply (process_reply)",
-        "zeep/wsdl/bindings/soap.py",
-        ("process_reply",),
-    ),
+    ("    SoapProtocol.call (engine + transport)", "fibo_soap/protocols/soap.py", ("call",)),
+    ("      fast engine: write the envelope", "fibo_soap/protocols/soap.py", ("request",)),
+    ("      HttpTransport.request", "fibo_soap/protocols/transport.py", ("request",)),
+    ("        http.client: send the request", "http/client.py", ("request",)),
+    ("        http.client: read status and headers", "http/client.py", ("begin",)),
+    ("        socket sendall", "~", ("<method 'sendall' of '_socket.socket' objects>",)),
+    ("        socket recv_into", "~", ("<method 'recv_into' of '_socket.socket' objects>",)),
+    ("      fast engine: read the answer", "fibo_soap/protocols/soap.py", ("result",)),
     ("    codec.decode_result (inner parse, status)", "fibo_soap/codec.py", ("decode_result",)),
     ("    codec.parse_xml (every call of it)", "fibo_soap/codec.py", ("parse_xml",)),
     ("  logs (structlog events)", "fibo_soap/logs.py", ()),
