@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -372,6 +373,8 @@ def _sequence(
         name = child.get("name")
         if child.tag != f"{{{_XSD_NS}}}element" or not name or child.get("ref") is not None:
             raise UnsupportedWsdlError(f"element {qname} holds something else than elements")
+        if not _NCNAME(name):
+            raise UnsupportedWsdlError(f"element {qname} has a child named {name!r}")
         names.append(name)
         forms.add(child.get("form", default_form))
     if len(forms) > 1:
@@ -435,6 +438,8 @@ def read_soap_binding(data: bytes, kind: BindingKind) -> SoapBinding:
         if len(results) != 1:
             raise UnsupportedWsdlError(f"the response of {name} is not one result")
         namespace, _, local = request[1:].partition("}")
+        if not _NCNAME(local):
+            raise UnsupportedWsdlError(f"operation {name}'s request element is named {local!r}")
         response_ns = response[1:].partition("}")[0]
         if qualified:
             open_tag, close_tag = f'<{local} xmlns="{_attr(namespace)}">', f"</{local}>"
@@ -451,6 +456,10 @@ def read_soap_binding(data: bytes, kind: BindingKind) -> SoapBinding:
             result=f"{{{response_ns}}}{results[0]}" if result_qualified else results[0],
         )
     return SoapBinding(kind, operations)
+
+
+#: An XML name without a prefix: what the envelope writer may put between angle brackets as is.
+_NCNAME = re.compile(r"[^\W\d][\w.-]*").fullmatch
 
 
 def _attr(value: str) -> str:

@@ -425,3 +425,9 @@ def test_an_unknown_engine_is_refused() -> None:
 
     with pytest.raises(InvalidInputError, match="soap_engine"):
         FiboClient("CL1", "pw", soap_engine="lxml")  # type: ignore[arg-type]
+
+
+def test_a_child_name_that_is_not_an_xml_name_is_left_to_zeep(tmp_path: Path) -> None:
+    path = _variant(tmp_path, ('name="smsGUID"', 'name="sms&gt;GUID"'))
+    with pytest.raises(wsdl.UnsupportedWsdlError, match="child named"):
+        wsdl.soap_binding(path, wsdl.BindingKind.SOAP11)
