@@ -407,6 +407,19 @@ def test_a_url_that_cannot_be_sent_is_refused_before_anything_is(url: str) -> No
     assert not isinstance(caught.value, ConnectError) or caught.value.request_sent is False
 
 
+def test_a_refused_url_is_not_quoted_in_the_error() -> None:
+    transport = HttpTransport(max_response_bytes=1000, connect_timeout=0.5)
+    server = Server()
+    try:
+        with pytest.raises(ProtocolError) as caught:
+            transport.request("GET", f"http://127.0.0.1:{server.port}/x?clientPass=S3cr3t one")
+    finally:
+        transport.close()
+        server.close()
+    assert "S3cr3t" not in str(caught.value)
+    assert caught.value.__context__ is None
+
+
 @pytest.mark.parametrize("engine", ["fast", "zeep"])
 def test_a_client_sends_with_the_engine_it_was_given(engine: str) -> None:
     from fibo_soap.emulator import run_emulator

@@ -203,6 +203,12 @@ class HttpTransport:
         except FiboError:
             connection.close()
             raise
+        except (http.client.InvalidURL, ValueError):
+            # http.client's refusal of a URL or header value, before anything is sent. Its text
+            # quotes the URL (a GET's password with it), so it is not kept.
+            error = ProtocolError(
+                "cannot send this request: its URL or a header holds a character HTTP forbids"
+            )
         except builtins.TimeoutError:
             error = timeout_error()
         except http.client.RemoteDisconnected:
@@ -213,9 +219,6 @@ class HttpTransport:
             )
         except (http.client.HTTPException, OSError) as exc:
             error = broken_error(_reason(exc))
-        except ValueError as exc:  # http.client's refusal of a URL or header value: nothing sent
-            connection.close()
-            raise ProtocolError(f"cannot send this request: {exc}") from None
         else:
             # A recorder's replayed answer has no will_close: its connection is not kept.
             if getattr(answer, "will_close", True):
