@@ -40,6 +40,7 @@ from fibo_soap.protocols.transport import (
     Route,
     broken_error,
     connect_error,
+    failure_reason,
     inflater,
     route_for,
     take_encoded,
@@ -197,7 +198,7 @@ class AsyncHttpTransport:
         except ConnectError as exc:
             error = exc
         except OSError as exc:  # refused, unreachable, unknown host, TLS handshake (ssl.SSLError)
-            error = connect_error(_reason(exc))
+            error = connect_error(failure_reason(exc))
         else:
             return connection
         connection.abort()
@@ -400,7 +401,7 @@ class _Connection(asyncio.Protocol):
             if self._complete:  # bytes after the answer: a second one, or after Connection: close
                 self._keep = False
             else:
-                failure = broken_error(_reason(exc), reading=self._headers_done)
+                failure = broken_error(failure_reason(exc), reading=self._headers_done)
         if failure is not None:
             self._fail(failure)
             return
@@ -422,7 +423,7 @@ class _Connection(asyncio.Protocol):
             self._complete = True
             self._advance(0)
         elif exc is not None:
-            self._fail(broken_error(_reason(exc), reading=self._got))
+            self._fail(broken_error(failure_reason(exc), reading=self._got))
         elif not self._got:
             self._fail(
                 broken_error(
@@ -651,9 +652,3 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
         self._lost = True
-
-
-def _reason(exc: BaseException) -> str:
-    # The OS's and llhttp's texts name the failure (and a host and port), never a query string.
-    text = str(exc)
-    return type(exc).__name__ + (f": {text}" if text else "")

@@ -218,7 +218,7 @@ class HttpTransport:
                 else "the server closed the connection without answering"
             )
         except (http.client.HTTPException, OSError) as exc:
-            error = broken_error(_reason(exc))
+            error = broken_error(failure_reason(exc))
         else:
             # A recorder's replayed answer has no will_close: its connection is not kept.
             if getattr(answer, "will_close", True):
@@ -257,7 +257,7 @@ class HttpTransport:
         except builtins.TimeoutError:
             error = timeout_error(reading=True)
         except (http.client.HTTPException, OSError) as exc:
-            error = broken_error(_reason(exc), reading=True)
+            error = broken_error(failure_reason(exc), reading=True)
         else:
             answer.close()  # read whole: the connection may take the next request
             return body.content()
@@ -295,7 +295,7 @@ class HttpTransport:
         try:
             connection.connect()
         except (OSError, http.client.HTTPException) as exc:
-            error = connect_error(_reason(exc))
+            error = connect_error(failure_reason(exc))
         else:
             return connection
         connection.close()
@@ -525,7 +525,9 @@ def take_encoded(body: BoundedBody, inflate: Any, raw: bytes) -> None:
         body.add(inflate.decompress(inflate.unconsumed_tail, body.room()))
 
 
-def _reason(exc: BaseException) -> str:
-    # The OS error's text names the host and port, never a query string.
-    text = getattr(exc, "reason", None) or exc
-    return type(exc).__name__ + (f": {text}" if str(text) else "")
+def failure_reason(exc: BaseException) -> str:
+    """What went wrong, for an error text: the exception's class and text. (Only for failures
+    whose text names the failure, a host and a port, never a URL: the OS's, ssl's, llhttp's,
+    http.client's connection and framing errors; not InvalidURL.)"""
+    text = str(exc)
+    return type(exc).__name__ + (f": {text}" if text else "")
