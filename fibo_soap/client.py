@@ -76,7 +76,7 @@ from fibo_soap.operations import (
     TEST_SERVICE_TYPE,
     operation,
 )
-from fibo_soap.protocols.base import PROTOCOL_NAMES, AsyncProtocol, Protocol
+from fibo_soap.protocols.base import PROTOCOL_NAMES
 from fibo_soap.protocols.http import AsmxHttpProtocol, AsyncAsmxHttpProtocol
 from fibo_soap.protocols.soap import AsyncSoapProtocol, SoapEngine, SoapName, SoapProtocol
 from fibo_soap.protocols.transport import (
@@ -193,6 +193,10 @@ class _Client(Generic[C]):
 
     #: True for the client whose operations are awaited; set by each concrete client.
     _awaits: ClassVar[bool]
+    #: The classes of the SOAP and of the ASMX GET/POST protocols: blocking or awaited.
+    _soap_class: ClassVar[type[Any]]
+    _form_class: ClassVar[type[Any]]
+    _transport: Any
     _caller: C
 
     def __init__(
@@ -287,7 +291,17 @@ class _Client(Generic[C]):
         raise NotImplementedError
 
     def _make_protocol(self, name: str) -> Any:
-        raise NotImplementedError
+        """The protocol ``name`` over the client's transport: of the client's SOAP class for
+        soap11/soap12, of its ASMX form class for get/post."""
+        if name in ("soap11", "soap12"):
+            return self._soap_class(
+                self._transport,
+                self.endpoint,
+                cast(SoapName, name),
+                self._wsdl,
+                engine=self._soap_engine,
+            )
+        return self._form_class(self._transport, self.endpoint, "get" if name == "get" else "post")
 
     def _new_caller(self, protocols: Sequence[Any], **options: Any) -> C:
         raise NotImplementedError
@@ -821,6 +835,8 @@ class FiboClient(_Client[Caller]):
 
     _awaits = False
     _transport: HttpTransport
+    _soap_class = SoapProtocol
+    _form_class = AsmxHttpProtocol
 
     def _open_transport(
         self,
@@ -836,17 +852,6 @@ class FiboClient(_Client[Caller]):
             max_response_bytes=max_response_bytes,
             pool_size=pool_size,
         )
-
-    def _make_protocol(self, name: str) -> Protocol:
-        if name in ("soap11", "soap12"):
-            return SoapProtocol(
-                self._transport,
-                self.endpoint,
-                cast(SoapName, name),
-                self._wsdl,
-                engine=self._soap_engine,
-            )
-        return AsmxHttpProtocol(self._transport, self.endpoint, "get" if name == "get" else "post")
 
     def _new_caller(self, protocols: Sequence[Any], **options: Any) -> Caller:
         return Caller(protocols, **options)
@@ -944,6 +949,8 @@ class AsyncFiboClient(_Client[AsyncCaller]):
 
     _awaits = True
     _transport: AsyncHttpTransport
+    _soap_class = AsyncSoapProtocol
+    _form_class = AsyncAsmxHttpProtocol
 
     def _open_transport(
         self,
@@ -960,19 +967,6 @@ class AsyncFiboClient(_Client[AsyncCaller]):
             read_timeout=read_timeout,
             max_response_bytes=max_response_bytes,
             pool_size=pool_size,
-        )
-
-    def _make_protocol(self, name: str) -> AsyncProtocol:
-        if name in ("soap11", "soap12"):
-            return AsyncSoapProtocol(
-                self._transport,
-                self.endpoint,
-                cast(SoapName, name),
-                self._wsdl,
-                engine=self._soap_engine,
-            )
-        return AsyncAsmxHttpProtocol(
-            self._transport, self.endpoint, "get" if name == "get" else "post"
         )
 
     def _new_caller(self, protocols: Sequence[Any], **options: Any) -> AsyncCaller:
