@@ -941,7 +941,7 @@ class AsyncFiboClient(_Client[AsyncCaller]):
     the same options, results, errors, retries, send safety and log events.
 
     Every protocol sends through one ``AsyncHttpTransport`` per client: asyncio connections read
-    by httptools, pooled and kept alive (httptools is imported when the first one is made). The
+    by httptools (as FiboClient's are), pooled and kept alive. The
     SOAP engines are FiboClient's (``soap_engine="zeep"`` uses zeep's AsyncClient). Use it as
     ``async with AsyncFiboClient(...) as client:``, or ``await client.aclose()`` when done, and
     within one event loop; tasks of that loop may share it (``pool_size`` connections are kept).

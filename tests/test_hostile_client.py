@@ -458,12 +458,8 @@ class Odd:
     steps: Callable[[str, Rig], list[Step]]
     error: type[FiboError] | dict[str, type[FiboError]]
     status: int | None = None
-    #: Where llhttp (AsyncFiboClient) reads the bytes differently from http.client.
-    async_error: type[FiboError] | None = None
 
-    def expected(self, protocol: str, flavor: str) -> type[FiboError]:
-        if flavor == "async" and self.async_error is not None:
-            return self.async_error
+    def expected(self, protocol: str) -> type[FiboError]:
         return self.error if isinstance(self.error, type) else self.error[protocol]
 
 
@@ -832,8 +828,7 @@ ODD = [
     ),
     Odd("bad-chunk-size", lambda p, r: _chunked(p, [b"ZZ\r\nabc\r\n0\r\n\r\n"]), TransportError),
     Odd("chunked-cut-short", lambda p, r: _chunked(p, [b"400\r\n<abc"]), TransportError),
-    # http.client ignores an invalid length and reads to the end of the connection; llhttp
-    # (AsyncFiboClient) refuses it.
+    # llhttp refuses an invalid length (http.client would read to the end of the connection).
     Odd(
         "bad-content-length",
         lambda p, r: [
@@ -841,8 +836,7 @@ ODD = [
                 b"Content-Length: 4", b"Content-Length: -4"
             )
         ],
-        ProtocolError,
-        async_error=TransportError,
+        TransportError,
     ),
     Odd(
         "gzip-garbage",
@@ -863,7 +857,7 @@ ODD = [
 @pytest.mark.parametrize("odd", ODD, ids=lambda odd: odd.name)
 def test_an_answer_that_is_not_fibos_is_a_typed_error(rig: Rig, odd: Odd, protocol: str) -> None:
     _value, error = call(rig, protocol, odd.steps(protocol, rig))
-    failure = expect(error, odd.expected(protocol, rig.flavor))
+    failure = expect(error, odd.expected(protocol))
     assert failure.operation == "CheckClient"
     assert failure.protocol == protocol
     if odd.status is not None:

@@ -4,9 +4,13 @@ Both SOAP protocols and the ASMX GET/POST protocol send through this, so there i
 timeouts, proxies, the response size bound and the translation of network failures into the
 exception tree (with the one fact retries need: was the request certainly not sent?).
 
-``HttpTransport`` is the standard library's ``http.client`` (connecting, proxy tunnels, TLS, the
-reading of status line, headers and chunked bodies) over a small keep-alive pool of its own: a
-request goes out in one write, and one deadline bounds the whole answer, head included.
+``HttpTransport`` connects with the standard library's ``http.client`` (proxy tunnels, TLS) and
+keeps its connections in a small keep-alive pool of its own. A request goes out in one write; its
+answer is read by httptools (llhttp, the C parser uvicorn uses), and one deadline bounds the whole
+answer, head included. ``AsyncHttpTransport`` reads its answers with the same ``Answer``, so both
+clients take an answer's bytes alike. When a recorder has replaced http.client's connections
+(vcrpy, for cassettes), requests go through http.client's own request and response instead, so
+that the recorder sees them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import base64
 import builtins
 import http.client
 import io
+import re
 import select
 import socket
 import ssl
@@ -22,12 +27,14 @@ import threading
 import time
 import urllib.request
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, TypeVar, cast, overload
 from urllib.parse import unquote, urlsplit
+
+import httptools
 
 from fibo_soap.errors import (
     ConnectError,
@@ -143,6 +150,13 @@ class BoundedBody:
         """The answer's bytes."""
         return b"".join(self._chunks)
 
+    def take(self) -> bytes:
+        """The bytes so far, taken out: the body starts again from none."""
+        content = b"".join(self._chunks)
+        self._chunks = []
+        self._size = 0
+        return content
+
 
 class HttpTransport:
     """Pooled keep-alive HTTP with connect and read timeouts on every request.
@@ -183,29 +197,102 @@ class HttpTransport:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Response:
-        """The answer to one request; raises ConnectError, TimeoutError or TransportError."""
+        """The answer to one request; raises ConnectError, TimeoutError or TransportError
+        (ProtocolError, before anything is sent, for a request HTTP cannot carry)."""
         left = time_left(self.longest)
         stop = time.perf_counter() + (self.longest if left is None else left)
         base, mark, query = url.partition("?")
         route = route_for(base, self._proxies.get(base.partition(":")[0].lower()))
+        target = route.target + mark + query
+        data = request_bytes(route, method, target, body, headers)
         connection, reused = self._connection(route, stop)
-        if headers:
-            headers = {**route.headers, **headers}
+        if type(connection) in _OURS:
+            return self._exchange(route, connection, reused, data, stop)
+        fields = {**route.headers, **headers} if headers else route.headers
+        return self._recorded(route, connection, reused, method, target, body, fields, stop)
+
+    def _exchange(
+        self,
+        route: Route,
+        connection: http.client.HTTPConnection,
+        reused: bool,
+        data: bytes,
+        stop: float,
+    ) -> Response:
+        """Write ``data`` (the whole request) and read its answer with llhttp."""
+        sock = connection.sock
+        answer = Answer(self.max_response_bytes, stop)
+        read_timeout = self._read_timeout
         # Errors are raised after the except blocks: raised inside one, they would keep the
-        # socket's or http.client's exception as their __context__.
+        # socket's exception as their __context__.
         error: FiboError
         try:
-            if isinstance(connection, _Deadline):
-                connection.until(stop, self._read_timeout)
-            connection.request(method, route.target + mark + query, body, headers or route.headers)
+            left = stop - time.perf_counter()
+            if left <= 0:  # the connect took what time there was
+                raise TimeoutError("the call's time passed before the request", request_sent=False)
+            sock.settimeout(left if left < read_timeout else read_timeout)
+            sock.sendall(data)
+            while not answer.complete:
+                left = stop - time.perf_counter()
+                if left <= 0:
+                    raise TimeoutError("the answer did not arrive whole within the call's time")
+                sock.settimeout(left if left < read_timeout else read_timeout)
+                rest = answer.rest()
+                if rest > _CHUNK:
+                    answer.whole(self._read_rest(sock, answer.received(), rest, stop))
+                elif chunk := sock.recv(_CHUNK):
+                    answer.feed(chunk)
+                else:
+                    answer.ended(reused=reused)
+        except FiboError:
+            connection.close()
+            raise
+        except builtins.TimeoutError:
+            error = timeout_error(reading=answer.got)
+        except OSError as exc:
+            error = broken_error(failure_reason(exc), reading=answer.got)
+        else:
+            if answer.keep:
+                self._release(route, connection)
+            else:
+                connection.close()
+            return answer.response()
+        connection.close()
+        raise error
+
+    def _read_rest(self, sock: socket.socket, received: bytes, rest: int, stop: float) -> bytes:
+        """The body of a declared length: ``received``, then ``rest`` more bytes from the socket,
+        in one buffer (a large list is held once, not as pieces and their join)."""
+        wire = _Wire(sock, self._read_timeout, stop, rest, received)
+        whole = io.BufferedReader(wire, _CHUNK).read(len(received) + rest)
+        if len(whole) < len(received) + rest:
+            raise broken_error("the connection ended before the answer did", reading=True)
+        return whole
+
+    def _recorded(
+        self,
+        route: Route,
+        connection: http.client.HTTPConnection,
+        reused: bool,
+        method: str,
+        target: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        stop: float,
+    ) -> Response:
+        """The answer through http.client's own request and response: what a recorder that has
+        put its connections in http.client (vcrpy) records and replays."""
+        error: FiboError  # raised after the except blocks, as in _exchange()
+        try:
+            connection.request(method, target, body, headers)
             answer = connection.getresponse()
             content = self._read(answer, stop)
         except FiboError:
             connection.close()
             raise
         except (http.client.InvalidURL, ValueError):
-            # http.client's refusal of a URL or header value, before anything is sent. Its text
-            # quotes the URL (a GET's password with it), so it is not kept.
+            # Refused before anything is sent. Its text quotes the URL (a GET's password with
+            # it), so it is not kept.
             error = ProtocolError(
                 "cannot send this request: its URL or a header holds a character HTTP forbids"
             )
@@ -343,6 +430,8 @@ class Route:
     target: str
     #: The headers every request of the route has.
     headers: Mapping[str, str]
+    #: The Host header: the host (IDNA, an IPv6 address bracketed), with the port unless default.
+    authority: str
     #: The headers of the CONNECT that opens a tunnel through a proxy; None when there is none.
     tunnel: Mapping[str, str] | None = None
 
@@ -366,8 +455,10 @@ def route_for(base: str, proxy: str | None) -> Route:
     port = parts.port or (443 if tls else 80)
     headers = {"User-Agent": _USER_AGENT}
     path = parts.path or "/"
+    name = bracketed(host if host.isascii() else host.encode("idna").decode("ascii"))
+    authority = name if port == (443 if tls else 80) else f"{name}:{port}"
     if not proxy or urllib.request.proxy_bypass(host):
-        return Route(host, port, tls, (host, port), path, headers)
+        return Route(host, port, tls, (host, port), path, headers, authority)
     via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     if not via.hostname:
         raise ProtocolError("the proxy setting names no host")
@@ -378,41 +469,31 @@ def route_for(base: str, proxy: str | None) -> Route:
         credentials["Proxy-Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
     if tls:
         # CONNECT through the proxy, then TLS to the origin inside the tunnel.
-        return Route(host, port, tls, proxy_to, path, headers, credentials)
-    authority = parts.netloc.rpartition("@")[2]
-    target = f"http://{authority}{path}"
-    return Route(host, port, tls, proxy_to, target, {**headers, **credentials})
+        return Route(host, port, tls, proxy_to, path, headers, authority, credentials)
+    target = f"http://{parts.netloc.rpartition('@')[2]}{path}"
+    return Route(host, port, tls, proxy_to, target, {**headers, **credentials}, authority)
+
+
+def bracketed(host: str) -> str:
+    """A host as a URL's authority writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 _USER_AGENT = "fibo-soap"
 
 
 class _Deadline(http.client.HTTPConnection):
-    """http.client's connection, with two changes: a request's head and body go out in one
-    write (two would cost a second packet, and a wake-up of the server, per call), and each read
-    of the answer waits no longer than the read timeout nor past the request's stop time, so a
-    server dripping its status line and headers a byte at a time cannot hold a call either."""
+    """http.client's connection, used to connect (through a proxy's tunnel, with TLS): a proxy's
+    answer to CONNECT is read with each read of the socket waiting no longer than the read
+    timeout nor past the request's stop time, so a proxy dripping it cannot hold a call."""
 
     _stop = 0.0
     _read_timeout = DEFAULT_READ_TIMEOUT
-    _body: bytes | None = None
 
     def until(self, stop: float, read_timeout: float) -> None:
-        """Nothing: the next request must be answered by ``stop`` (a ``time.perf_counter()``)."""
+        """Nothing: what is read next must be whole by ``stop`` (a ``time.perf_counter()``)."""
         self._stop = stop
         self._read_timeout = read_timeout
-        if self.sock is not None:
-            left = stop - time.perf_counter()
-            self.sock.settimeout(left if left < read_timeout else read_timeout)
-
-    def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
-        if isinstance(message_body, bytes) and not encode_chunked:
-            self._body, message_body = message_body, None
-        super().endheaders(message_body, encode_chunked=encode_chunked)
-
-    def send(self, data: Any) -> None:
-        body, self._body = self._body, None
-        super().send(data + body if body else data)
 
     def response_class(  # type: ignore[override]
         self, sock: socket.socket, debuglevel: int = 0, method: str | None = None
@@ -427,6 +508,8 @@ class _TlsDeadline(_Deadline, http.client.HTTPSConnection):
 
 _PLAIN = http.client.HTTPConnection
 _TLS = http.client.HTTPSConnection
+#: The connections whose requests go out through ``HttpTransport._exchange``.
+_OURS = (_Deadline, _TlsDeadline)
 
 
 def _connection_class(*, tls: bool) -> type[http.client.HTTPConnection]:
@@ -438,8 +521,8 @@ def _connection_class(*, tls: bool) -> type[http.client.HTTPConnection]:
 
 
 class _Source:
-    """What http.client.HTTPResponse reads an answer from: the socket, each read waiting no
-    longer than the read timeout nor past ``stop``."""
+    """What http.client.HTTPResponse reads a proxy's answer to CONNECT from: the socket, each
+    read waiting no longer than the read timeout nor past ``stop``."""
 
     __slots__ = ("_read_timeout", "_sock", "_stop")
 
@@ -449,32 +532,48 @@ class _Source:
         self._stop = stop
 
     def makefile(self, mode: str) -> io.BufferedReader:
-        # The socket's own raw file, which keeps the socket open while the answer is read even
-        # after http.client closes the connection (an answer that ends the connection).
-        raw = self._sock.makefile("rb", buffering=0)
-        return io.BufferedReader(_Wire(self._sock, raw, self._read_timeout, self._stop), _CHUNK)
+        return io.BufferedReader(_Wire(self._sock, self._read_timeout, self._stop), _CHUNK)
 
 
 class _Wire(io.RawIOBase):
-    def __init__(self, sock: socket.socket, raw: Any, read_timeout: float, stop: float) -> None:
+    """A socket as a raw file: each read waits no longer than the read timeout nor past
+    ``stop``; what was received already (``first``) comes first, and no more than ``most``
+    bytes are taken from the socket (bytes after an answer are not its own)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        read_timeout: float,
+        stop: float,
+        most: int | None = None,
+        first: bytes = b"",
+    ) -> None:
         self._sock = sock
-        self._raw = raw
         self._read_timeout = read_timeout
         self._stop = stop
+        self._most = most
+        self._first = first
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
+        if self._first:
+            size = min(len(self._first), len(buffer))
+            buffer[:size] = self._first[:size]
+            self._first = self._first[size:]
+            return size
         left = self._stop - time.perf_counter()
         if left <= 0:
             raise TimeoutError("the answer did not arrive whole within the call's time")
         self._sock.settimeout(left if left < self._read_timeout else self._read_timeout)
-        return cast(int, self._raw.readinto(buffer))
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
+        if self._most is None:
+            return self._sock.recv_into(buffer)
+        if self._most <= 0:
+            return 0
+        got = self._sock.recv_into(buffer, min(len(buffer), self._most))
+        self._most -= got
+        return got
 
 
 def _alive(connection: http.client.HTTPConnection) -> bool:
@@ -531,3 +630,265 @@ def failure_reason(exc: BaseException) -> str:
     http.client's connection and framing errors; not InvalidURL.)"""
     text = str(exc)
     return type(exc).__name__ + (f": {text}" if text else "")
+
+
+# --- the wire: a request's bytes, and llhttp's reading of its answer (both transports) ----------
+
+#: What http.client allows an answer's head: 64 KB (its longest line) and 100 header lines.
+MAX_HEAD = 65536
+MAX_HEADERS = 100
+
+#: A request-target or header value that would split or end the request head (http.client
+#: refuses the same: control characters and spaces in the target, line breaks in a value).
+_BAD_TARGET = re.compile(r"[\x00-\x20\x7f]").search
+_BAD_VALUE = re.compile(r"[\x00\r\n]").search
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+
+_T = TypeVar("_T")
+
+
+def request_bytes(
+    route: Route,
+    method: str,
+    target: str,
+    body: bytes | None,
+    headers: Mapping[str, str] | None,
+) -> bytes:
+    """The request's head and body, as http.client writes them (Host, Accept-Encoding: identity
+    and Content-Length unless given; the route's headers, then the caller's).
+
+    ProtocolError, before anything is sent, for what cannot go in a request head. (Its text does
+    not quote the URL: a GET's password is in it.)
+    """
+    fields = {**route.headers, **headers} if headers else route.headers
+    if not _TOKEN(method) or not target.isascii() or _BAD_TARGET(target):
+        raise ProtocolError(f"cannot send this request: {method[:20]} to a malformed URL")
+    lines = [f"{method} {target} HTTP/1.1"]
+    names = {name.lower() for name in fields} if headers else ()
+    if "host" not in names:
+        lines.append(f"Host: {route.authority}")
+    if "accept-encoding" not in names:
+        lines.append("Accept-Encoding: identity")
+    if "content-length" not in names and (body is not None or method in ("POST", "PUT", "PATCH")):
+        lines.append(f"Content-Length: {len(body) if body is not None else 0}")
+    for name, value in fields.items():
+        if not _TOKEN(name) or _BAD_VALUE(value):
+            raise ProtocolError(f"cannot send this request: invalid header {name[:40]!r}")
+        lines.append(f"{name}: {value}")
+    try:
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        head = b""
+    if not head:
+        raise ProtocolError("cannot send this request: a header value is not Latin-1")
+    return head + body if body else head
+
+
+class Headers(Mapping[str, str]):
+    """An answer's header fields by name in any case; a field sent more than once has its values
+    joined by ', '."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self._fields = fields
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()]
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+    @overload
+    def get(self, name: str, /, default: str | _T) -> str | _T: ...
+    def get(self, name: str, /, default: Any = None) -> Any:
+        return self._fields.get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._fields
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._fields!r})"
+
+
+class _Stop(Exception):
+    """Raised inside a parser callback to stop reading: bytes after the answer."""
+
+
+class Answer:
+    """One answer to one request, read by llhttp as its bytes arrive (``feed``): the head within
+    http.client's bounds (``MAX_HEAD``, ``MAX_HEADERS``), the body within the size bound and by
+    ``stop`` (a ``time.perf_counter()``; see BoundedBody), gzip and deflate undone.
+
+    ``complete`` once the answer is whole; ``keep`` then says whether the connection may carry
+    another request. What cannot be taken raises a FiboError (TransportError for what is not
+    HTTP, ResponseTooLargeError, TimeoutError, ProtocolError for an unknown encoding).
+    """
+
+    __slots__ = (
+        "_body",
+        "_chunks",
+        "_count",
+        "_fields",
+        "_head_received",
+        "_head_size",
+        "_headers_done",
+        "_inflate",
+        "_limit",
+        "_parser",
+        "_received",
+        "_status",
+        "_stop",
+        "_until_eof",
+        "complete",
+        "got",
+        "keep",
+    )
+
+    def __init__(self, limit: int, stop: float) -> None:
+        self._limit = limit
+        self._stop = stop
+        self._parser = httptools.HttpResponseParser(self)
+        #: Whether any byte of the answer has come.
+        self.got = False
+        self.complete = False
+        self.keep = False
+        self._headers_done = False
+        self._until_eof = False
+        #: The head's bytes: as the header lines came, and as received before its end.
+        self._head_size = 0
+        self._head_received = 0
+        self._count = 0
+        self._fields: dict[str, str] = {}
+        self._status = 0
+        self._chunks: list[bytes] = []
+        #: The body's bytes as received (before inflating), for ``rest``.
+        self._received = 0
+        self._body: BoundedBody | None = None
+        self._inflate: Any = None
+
+    def feed(self, data: bytes) -> None:
+        """Take the next bytes of the answer."""
+        self.got = True
+        failure: FiboError | None = None  # raised outside the except block: no __context__
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self.complete:  # bytes after the answer: a second one, or after Connection: close
+                self.keep = False
+            else:
+                failure = broken_error(failure_reason(exc), reading=self._headers_done)
+        if failure is not None:
+            raise failure
+        self._advance(len(data))
+
+    def ended(self, *, reused: bool) -> None:
+        """Nothing, when the end of the connection is the end of an answer without a length;
+        TransportError otherwise. ``reused``: whether the connection was kept alive."""
+        if self._headers_done and self._until_eof:
+            self.keep = False
+            self.complete = True
+            self._advance(0)
+        elif not self.got:
+            raise broken_error(
+                "the server closed a kept-alive connection without answering"
+                if reused
+                else "the server closed the connection without answering"
+            )
+        else:
+            raise broken_error("the connection ended before the answer did", reading=True)
+
+    def rest(self) -> int:
+        """How many bytes of a body of declared length, not encoded, are still to come (0 for
+        any other, or before the head is whole)."""
+        if not self._headers_done or self._until_eof or self._inflate is not None:
+            return 0
+        declared = self._fields.get("content-length", "")
+        if not declared.isdigit() or "transfer-encoding" in self._fields:
+            return 0
+        return max(0, int(declared) - self._received)
+
+    def received(self) -> bytes:
+        """The body's bytes received so far, taken out (for ``whole``)."""
+        assert self._body is not None
+        return self._body.take()
+
+    def whole(self, body: bytes) -> None:
+        """Take the whole body of a declared length, read past llhttp (``rest``)."""
+        assert self._body is not None
+        self._body.add(body)
+        self.keep = self._parser.should_keep_alive()
+        self.complete = True
+
+    def response(self) -> Response:
+        """The answer, once complete."""
+        assert self._body is not None
+        return Response(self._status, Headers(self._fields), self._body.content())
+
+    def _advance(self, received: int) -> None:
+        """Take what the parser has read: the head's size, the body within the bound."""
+        if not self._headers_done:
+            self._head_received += received
+            if self._head_received > MAX_HEAD:
+                raise broken_error(f"the answer's head exceeds {MAX_HEAD} bytes")
+            return
+        failure: FiboError | None = None
+        try:
+            if self._body is None:
+                if self._head_size > MAX_HEAD:
+                    raise broken_error(f"the answer's head exceeds {MAX_HEAD} bytes")
+                if self._count > MAX_HEADERS:
+                    raise broken_error(f"the answer has more than {MAX_HEADERS} header lines")
+                headers = Headers(self._fields)
+                self._body = BoundedBody(self._status, headers, self._limit, self._stop)
+                self._inflate = inflater(self._fields.get("content-encoding", ""), self._status)
+            if self._chunks:
+                chunks, self._chunks = self._chunks, []
+                for chunk in chunks:
+                    take_encoded(self._body, self._inflate, chunk)
+            if self.complete and self._inflate is not None:
+                self._body.add(self._inflate.flush())
+        except zlib.error as exc:
+            failure = broken_error(f"undecodable {self._fields.get('content-encoding')}: {exc}")
+        if failure is not None:
+            raise failure
+
+    # --- llhttp's callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _Stop  # a second answer to one request
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count += 1
+        self._head_size += len(name) + len(value) + 4
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        known = self._fields.get(key)
+        self._fields[key] = text if known is None else f"{known}, {text}"
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        self._status = self._parser.get_status_code()
+        fields = self._fields
+        self._until_eof = "content-length" not in fields and not fields.get(
+            "transfer-encoding", ""
+        ).lower().endswith("chunked")
+
+    def on_body(self, body: bytes) -> None:
+        self._received += len(body)
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._status < 200:  # 100 Continue and the like: the answer is still to come
+            self._fields = {}
+            self._count = self._head_size = self._head_received = 0
+            self._headers_done = False
+            return
+        self.complete = True
+        self.keep = self._parser.should_keep_alive()
