@@ -206,7 +206,7 @@ def soap_answer(
         )
     if local_name(answers[0]) != "Fault":
         for result in _children(answers[0]):
-            _text(result)
+            _text_only(result)
     return root, answers[0]
 
 
@@ -214,6 +214,16 @@ def element_text(element: etree._Element) -> str:
     """The text of an element that holds text only (comments and instructions in it skipped);
     ProtocolError when it holds elements."""
     return _text(element)
+
+
+def result_text(found: etree._Element | str) -> str:
+    """The result text of what the first parse found (``http_body_result``, the SOAP engine's
+    ``result``): the element's text, or the text itself.
+
+    The two are apart so that a protocol can let go of the answer's bytes before the text is
+    made: a long list is then never held as bytes, tree and text at once.
+    """
+    return found if isinstance(found, str) else _text(found)
 
 
 def local_name(element: etree._Element) -> str:
@@ -236,7 +246,13 @@ def _text(element: etree._Element, operation: str | None = None) -> str:
     holds elements: reading only the text around them would silently drop them."""
     if not len(element):
         return element.text or ""
-    parts = [element.text or ""]
+    _text_only(element, operation)
+    return "".join([element.text or "", *(child.tail or "" for child in element)])
+
+
+def _text_only(element: etree._Element, operation: str | None = None) -> None:
+    """Nothing, when an element holds text only (comments and instructions aside); ProtocolError
+    when it holds elements."""
     for child in element:
         if isinstance(child.tag, str):
             raise ProtocolError(
@@ -245,8 +261,6 @@ def _text(element: etree._Element, operation: str | None = None) -> str:
                 excerpt=excerpt(etree.tostring(element, encoding="unicode")),
                 operation=operation,
             )
-        parts.append(child.tail or "")
-    return "".join(parts)
 
 
 # --- request documents -------------------------------------------------------------------------
@@ -813,13 +827,19 @@ def decode_http_body(body: bytes, *, max_bytes: int = MAX_XML_BYTES) -> str:
     The ``<string>``/``<int>`` root is accepted in any namespace; a body whose root is a result
     document itself (FIBO's ListWrongPhoneNumber outside ``<string>``) is returned whole.
     """
+    return result_text(http_body_result(body, max_bytes=max_bytes))
+
+
+def http_body_result(body: bytes, *, max_bytes: int = MAX_XML_BYTES) -> etree._Element | str:
+    """What ``decode_http_body`` reads, before the text is taken (``result_text``): the
+    ``<string>``/``<int>`` element, or the whole text of a result document at the root."""
     root = parse_xml(body, max_bytes=max_bytes)
     if local_name(root) in ("string", "int"):
         if any(isinstance(child.tag, str) for child in root):
             raise ProtocolError(
                 f"<{local_name(root)}> holds elements, not text", excerpt=excerpt(body)
             )
-        return _text(root)
+        return root
     return etree.tostring(root, encoding="unicode")
 
 

@@ -8,8 +8,10 @@ answer the reference for the fast engine's reading.
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
+import tracemalloc
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from lxml import etree
 from fibo_soap import codec, wsdl
 from fibo_soap.errors import ConnectError, FiboError, InvalidInputError, ProtocolError
 from fibo_soap.operations import OPERATIONS, Operation
-from fibo_soap.protocols.http import form_fields
+from fibo_soap.protocols.http import AsmxHttpProtocol, form_fields
 from fibo_soap.protocols.soap import SoapProtocol
 from fibo_soap.protocols.transport import HttpTransport, Response
 
@@ -288,13 +290,30 @@ def test_form_fields_are_what_urlencode_writes(values: list[str]) -> None:
 
 
 class Server:
-    """A loopback HTTP/1.1 server that answers each request with ``OK`` and counts connections;
-    ``close_idle`` makes it close each connection after one answer without saying so."""
+    """A loopback HTTP/1.1 server that answers each request with ``body`` (``OK``), then
+    ``extra`` bytes that belong to no answer, and counts connections; ``close_idle`` makes it
+    close each connection after one answer without saying so."""
 
-    def __init__(self, *, close_idle: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        close_idle: bool = False,
+        body: bytes = b"OK",
+        extra: bytes = b"",
+        content_type: bytes = b"text/plain",
+    ) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.close_idle = close_idle
+        self.answer = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: "
+            + content_type
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+            + extra
+        )
         self.connections = 0
         self.heads: list[bytes] = []
         threading.Thread(target=self._serve, daemon=True).start()
@@ -313,15 +332,16 @@ class Server:
             data = b""
             while True:
                 while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
+                    try:
+                        chunk = conn.recv(65536)
+                    except OSError:  # the client reset a connection it would not reuse
+                        return
                     if not chunk:
                         return
                     data += chunk
                 head, _, data = data.partition(b"\r\n\r\n")
                 self.heads.append(head)
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nOK"
-                )
+                conn.sendall(self.answer)
                 if self.close_idle:
                     return
 
@@ -356,6 +376,77 @@ def test_a_connection_the_server_closed_is_not_reused() -> None:
     finally:
         transport.close()
         server.close()
+
+
+def test_a_long_answer_is_read_whole_and_nothing_keeps_it() -> None:
+    body = bytes(range(256)) * 8192  # 2 MB: past one read of the socket
+    server = Server(body=body)
+    transport = HttpTransport(max_response_bytes=len(body))
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(2):
+            response = transport.request("GET", f"http://127.0.0.1:{server.port}/x")
+            assert response.content == body
+            del response
+            # No reference cycle is left to hold the answer until the collector runs.
+            assert gc.collect() == 0
+        assert server.connections == 1
+    finally:
+        gc.enable()
+        transport.close()
+        server.close()
+
+
+def test_bytes_after_an_answer_are_not_read_as_the_next_one() -> None:
+    body = b"x" * 300_000
+    stray = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"
+    server = Server(body=body, extra=stray)
+    transport = HttpTransport(max_response_bytes=len(body))
+    try:
+        for _ in range(3):
+            assert transport.request("GET", f"http://127.0.0.1:{server.port}/x").content == body
+            threading.Event().wait(0.02)  # the stray bytes are there before the next request
+        assert server.connections == 3  # a connection with bytes waiting on it is not reused
+    finally:
+        transport.close()
+        server.close()
+
+
+@pytest.mark.parametrize("protocol", ["get", "soap11"])
+def test_a_long_list_is_not_held_as_bytes_and_text_at_once(protocol: str) -> None:
+    # The protocol lets the answer's bytes go before the result's text is made: the Python
+    # memory of a call (the text, not libxml2's tree) peaks at about one copy of the answer.
+    op = OPERATIONS["GetSMSSentList"]
+    row = "<SMSLIST><SMSID>{0}</SMSID><PhoneNumber>0909{0:06d}</PhoneNumber></SMSLIST>"
+    rows = "".join(row.format(i) for i in range(40_000))
+    document = f"<DocumentElement>{rows}</DocumentElement>"
+    if protocol == "get":
+        body = codec.encode_http_body(op, document, TNS)
+    else:
+        body = codec.encode_soap_response(op, document, version="1.1", namespace=TNS)
+    media = b"text/xml; charset=utf-8"
+    server = Server(body=body, content_type=media)
+    transport = HttpTransport(max_response_bytes=len(body))
+    endpoint = f"http://127.0.0.1:{server.port}/Service.asmx"
+    caller: Any = (
+        AsmxHttpProtocol(transport, endpoint, "get")
+        if protocol == "get"
+        else SoapProtocol(transport, endpoint, "soap11")
+    )
+    params = {"clientNo": "CL1", "clientPass": "pw", "minutes": "5"}
+    try:
+        caller.call(op, params)  # the WSDL read, the connection made
+        tracemalloc.start()
+        text = caller.call(op, params)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        transport.close()
+        server.close()
+    assert text == document
+    assert len(body) + len(text) > 1.6 * len(body)  # what holding both would take
+    assert peak < 1.3 * len(body)
 
 
 def test_a_plain_http_proxy_gets_the_whole_url_and_its_credentials() -> None:

@@ -17,6 +17,8 @@ from fibo_soap.operations import Operation
 from fibo_soap.protocols.transport import HttpTransport, Response
 
 if TYPE_CHECKING:
+    from lxml import etree
+
     from fibo_soap.protocols.async_transport import AsyncHttpTransport
 
 #: Past this length a GET URL risks being cut by proxies and servers (IIS, ASP.NET defaults).
@@ -80,7 +82,9 @@ class AsmxHttpProtocol(AsmxForm):
         """The result text of ``op`` over HTTP GET or POST."""
         method, url, body, headers = self._request(op, params)
         response = self._transport.request(method, url, body=body, headers=headers)
-        return read_http_answer(response, self._transport.max_response_bytes)
+        found = http_answer_result(response, self._transport.max_response_bytes)
+        del response  # a long list's bytes go before its text is made (codec.result_text)
+        return codec.result_text(found)
 
     def close(self) -> None:
         """Nothing of its own to release: the transport is the client's."""
@@ -99,7 +103,9 @@ class AsyncAsmxHttpProtocol(AsmxForm):
         """The result text of ``op`` over HTTP GET or POST."""
         method, url, body, headers = self._request(op, params)
         response = await self._transport.request(method, url, body=body, headers=headers)
-        return read_http_answer(response, self._transport.max_response_bytes)
+        found = http_answer_result(response, self._transport.max_response_bytes)
+        del response  # a long list's bytes go before its text is made (codec.result_text)
+        return codec.result_text(found)
 
     async def aclose(self) -> None:
         """Nothing of its own to release: the transport is the client's."""
@@ -107,6 +113,11 @@ class AsyncAsmxHttpProtocol(AsmxForm):
 
 def read_http_answer(response: Response, max_bytes: int) -> str:
     """The result text of an ASMX GET/POST answer, or the error it stands for."""
+    return codec.result_text(http_answer_result(response, max_bytes))
+
+
+def http_answer_result(response: Response, max_bytes: int) -> etree._Element | str:
+    """What ``read_http_answer`` reads, before the text is taken (``codec.result_text``)."""
     if response.status == 200:
         if "xml" not in response.media_type:
             raise ProtocolError(
@@ -114,7 +125,7 @@ def read_http_answer(response: Response, max_bytes: int) -> str:
                 excerpt=codec.excerpt(response.content),
                 status=200,
             )
-        return codec.decode_http_body(response.content, max_bytes=max_bytes)
+        return codec.http_body_result(response.content, max_bytes=max_bytes)
     if response.status == 500 and response.media_type == "text/plain":
         # ASMX's refusal of the call itself: unknown method, missing parameter, request
         # validation. The first line is the reason; the rest is a .NET stack trace.

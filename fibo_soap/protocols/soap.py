@@ -226,8 +226,9 @@ class _FastSoap:
         parts.append(self._tail)
         return "".join(parts).encode("utf-8"), self._headers[op.name]
 
-    def result(self, op: Operation, response: Response, max_bytes: int) -> str:
-        """The result text of an answer to ``op``, or the error it stands for."""
+    def result(self, op: Operation, response: Response, max_bytes: int) -> etree._Element | str:
+        """The result element of an answer to ``op`` (its text is ``codec.result_text``'s), or
+        the error it stands for."""
         _screen(response)
         try:
             found = self._read(op, response, max_bytes)
@@ -239,7 +240,9 @@ class _FastSoap:
             raise found  # as zeep's engine raises it: the fault, with no HTTP status
         return found
 
-    def _read(self, op: Operation, response: Response, max_bytes: int) -> str | SoapFaultError:
+    def _read(
+        self, op: Operation, response: Response, max_bytes: int
+    ) -> etree._Element | str | SoapFaultError:
         envelope_ns = _ENVELOPE_NS[self._version]
         root, answer = codec.soap_answer(response.content, max_bytes=max_bytes)
         if root.tag != f"{{{envelope_ns}}}Envelope":
@@ -262,7 +265,7 @@ class _FastSoap:
             )
         for child in answer:
             if child.tag == operation.result:
-                return codec.element_text(child)
+                return child
         return ""
 
 
@@ -365,7 +368,9 @@ class SoapProtocol(_SoapBinding):
         if fast is not None:
             body, headers = fast.request(op, params)
             response = self._http.request("POST", self._endpoint, body=body, headers=headers)
-            return fast.result(op, response, self._http.max_response_bytes)
+            found = fast.result(op, response, self._http.max_response_bytes)
+            del response  # a long list's bytes go before its text is made (codec.result_text)
+            return codec.result_text(found)
         method = getattr(self.service, op.name)
         # The error is raised after the except block: raised inside one, it would keep zeep's
         # exception (which holds the whole answer, echoes and all) as its __context__.
@@ -433,7 +438,9 @@ class AsyncSoapProtocol(_SoapBinding):
         if fast is not None:
             body, headers = fast.request(op, params)
             response = await self._http.request("POST", self._endpoint, body=body, headers=headers)
-            return fast.result(op, response, self._http.max_response_bytes)
+            found = fast.result(op, response, self._http.max_response_bytes)
+            del response  # a long list's bytes go before its text is made (codec.result_text)
+            return codec.result_text(found)
         if self._service is None:
             await self._fetch()
         method = getattr(self.service, op.name)

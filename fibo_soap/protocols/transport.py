@@ -753,7 +753,9 @@ class Answer:
     def __init__(self, limit: int, stop: float) -> None:
         self._limit = limit
         self._stop = stop
-        self._parser = httptools.HttpResponseParser(self)
+        #: None once the response is taken: the parser refers back to the answer, and a cycle
+        #: would keep the body until the garbage collector found it.
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         #: Whether any byte of the answer has come.
         self.got = False
         self.complete = False
@@ -776,6 +778,7 @@ class Answer:
         """Take the next bytes of the answer."""
         self.got = True
         failure: FiboError | None = None  # raised outside the except block: no __context__
+        assert self._parser is not None
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -821,14 +824,16 @@ class Answer:
     def whole(self, body: bytes) -> None:
         """Take the whole body of a declared length, read past llhttp (``rest``)."""
         assert self._body is not None
+        assert self._parser is not None
         self._body.add(body)
         self.keep = self._parser.should_keep_alive()
         self.complete = True
 
     def response(self) -> Response:
-        """The answer, once complete."""
+        """The answer, once complete (taken: the answer holds it no more)."""
         assert self._body is not None
-        return Response(self._status, Headers(self._fields), self._body.content())
+        self._parser = None
+        return Response(self._status, Headers(self._fields), self._body.take())
 
     def _advance(self, received: int) -> None:
         """Take what the parser has read: the head's size, the body within the bound."""
@@ -874,6 +879,7 @@ class Answer:
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
+        assert self._parser is not None
         self._status = self._parser.get_status_code()
         fields = self._fields
         self._until_eof = "content-length" not in fields and not fields.get(
@@ -891,4 +897,5 @@ class Answer:
             self._headers_done = False
             return
         self.complete = True
+        assert self._parser is not None
         self.keep = self._parser.should_keep_alive()
