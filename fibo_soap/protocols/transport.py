@@ -165,8 +165,10 @@ class HttpTransport:
     number of idle connections kept per host: as many as threads that share the client (more may
     be open at once; the extra ones are closed after use).
 
-    Connections are ``http.client``'s, looked up when one is opened: a recorder that patches
-    http.client (vcrpy, for cassettes) sees every request.
+    Connections are opened by ``http.client`` (proxy tunnels, TLS), whose class is looked up
+    when one is opened; requests on them are written here and their answers read by ``Answer``.
+    When a recorder has put its own connection class in http.client (vcrpy, for cassettes), the
+    request and its answer go through that class instead, so that the recorder sees every one.
     """
 
     def __init__(
@@ -204,6 +206,7 @@ class HttpTransport:
         base, mark, query = url.partition("?")
         route = route_for(base, self._proxies.get(base.partition(":")[0].lower()))
         target = route.target + mark + query
+        # Also what refuses, before a connection is made, a request HTTP cannot carry.
         data = request_bytes(route, method, target, body, headers)
         connection, reused = self._connection(route, stop)
         if type(connection) in _OURS:
