@@ -1,5 +1,6 @@
-"""The path every send takes through the emulator: group commit, the form reader, and the answer
-writers, each held to the slower, simpler way it replaces.
+"""The path every send takes through the emulator: group commit, the balance a batch keeps, the
+single send's submit, the form reader, and the answer writers, each held to the slower, simpler
+way it replaces.
 
 The group commit tests drive the ASGI app in-process, so that which calls arrive together is
 decided by the test, not by the scheduler: requests started in one turn of the loop share a group.
@@ -11,18 +12,22 @@ import asyncio
 import sqlite3
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
+from starlette.responses import Response
 
 from fibo_soap import codec, wsdl
-from fibo_soap.emulator.app import EmulatorApp, form_fields
+from fibo_soap.emulator.app import SOAP12, XML, EmulatorApp, form_fields
 from fibo_soap.emulator.server import build
-from fibo_soap.models import StatusDocument
+from fibo_soap.emulator.store import Outgoing, Store, SubmitResult
+from fibo_soap.models import VN_TZ, SmsStatus, StatusDocument
 from fibo_soap.operations import OPERATIONS
 
 NS = wsdl.wsdl_namespace()
@@ -273,3 +278,213 @@ def test_a_soap_call_element_is_split_as_qname_splits_it(namespace: str) -> None
         codec.local_name(call),
     )
     assert request.params == {"clientNo": "C"}
+
+
+# One app for all the inputs: the answers it keeps from one input to the next are under test.
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    value=texts | st.integers(),
+    method=st.sampled_from(sorted(OPERATIONS)),
+    protocol=st.sampled_from(["soap11", "soap12", "get", "post"]),
+    long=st.booleans(),
+)
+def test_answers_kept_once_written_are_what_the_codec_writes(
+    app: EmulatorApp, value: str | int, method: str, protocol: str, long: bool
+) -> None:
+    op = OPERATIONS[method]
+    if long and isinstance(value, str):
+        value += "x" * 600  # longer than what is kept: written on every call
+    if protocol == "soap11":
+        expected = tree_or_error(codec.encode_soap_response, op, value, version="1.1", namespace=NS)
+    elif protocol == "soap12":
+        expected = tree_or_error(codec.encode_soap_response, op, value, version="1.2", namespace=NS)
+    else:
+        expected = tree_or_error(codec.encode_http_body, op, value, NS)
+    for _ in range(2):  # written, then kept
+        answer = tree_or_error(app._answer, op, value, protocol)
+        if not isinstance(expected, bytes):
+            assert answer is expected
+            continue
+        plain = Response(expected, media_type=SOAP12 if protocol == "soap12" else XML)
+        assert isinstance(answer, Response)
+        assert (answer.status_code, answer.body, answer.raw_headers, answer.media_type) == (
+            plain.status_code,
+            plain.body,
+            plain.raw_headers,
+            plain.media_type,
+        )
+        assert answer.background is None
+
+
+# --- the single send's submit ------------------------------------------------------------------
+
+NOW = datetime(2024, 5, 10, 9, 0, tzinfo=VN_TZ)
+# Seconds from NOW, or None for an instant never reached; naive or aware.
+offsets = st.none() | st.sampled_from([-2.0, -0.5, 0.0, 0.25, 0.5, 1.0, 3.0]) | st.floats(-5, 5)
+
+
+def stored_rows(path: Path) -> list[tuple[Any, ...]]:
+    """Every column of every sms row, the internal ones (timeline, next_at) included."""
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT * FROM sms ORDER BY id").fetchall()
+
+
+def store_at(path: Path, balance: int) -> Store:
+    store = Store(path)
+    store.add_account("C1", "p", "One")
+    store.add_service_type("C1", 1, "Hosting", balance)
+    return store
+
+
+def result_or_error(submit: Any) -> SubmitResult | tuple[type[Exception], str]:
+    try:
+        result: SubmitResult = submit()
+    except (ValueError, TypeError) as exc:
+        return type(exc), str(exc)
+    return result
+
+
+@settings(max_examples=250, deadline=None)
+@given(
+    phone=st.sampled_from(["0909128628", "84913122005", ""]) | st.text(max_size=12),
+    message=st.text(max_size=20),
+    guid=st.none() | st.text(max_size=10),
+    sender=st.none() | st.sampled_from(["FiboSMS", ""]),
+    final_status=st.sampled_from(list(SmsStatus)),
+    sending=offsets,
+    final=offsets,
+    naive=st.booleans(),
+    service_type=st.sampled_from([1, 2]),
+    balance=st.sampled_from([0, 1, 5]),
+    charge=st.booleans(),
+    batched=st.booleans(),
+)
+def test_submit_one_is_submit_of_one_outgoing(
+    tmp_path_factory: pytest.TempPathFactory,
+    phone: str,
+    message: str,
+    guid: str | None,
+    sender: str | None,
+    final_status: SmsStatus,
+    sending: float | None,
+    final: float | None,
+    naive: bool,
+    service_type: int,
+    balance: int,
+    charge: bool,
+    batched: bool,
+) -> None:
+    def at(offset: float | None) -> datetime | None:
+        if offset is None:
+            return None
+        instant = NOW + timedelta(seconds=offset)
+        return instant.replace(tzinfo=None) if naive else instant.astimezone(UTC)
+
+    fields = (phone, message, guid, sender, final_status, at(sending), at(final))
+    options: dict[str, Any] = {
+        "now": NOW,
+        "operation": "SendSMS",
+        "protocol": "get",
+        "charge": charge,
+    }
+    folder = tmp_path_factory.mktemp("submit-one")
+    with (
+        store_at(folder / "one.sqlite3", balance) as one,
+        store_at(folder / "many.sqlite3", balance) as many,
+    ):
+        results = []
+        for store, submit in (
+            (one, lambda: one.submit_one("C1", service_type, *fields, **options)),
+            (many, lambda: many.submit("C1", service_type, [Outgoing(*fields)], **options)),
+        ):
+            if batched:
+                with store.batch():
+                    results.append(result_or_error(submit))
+            else:
+                results.append(result_or_error(submit))
+        assert results[0] == results[1]
+        assert one.balance("C1", 1) == many.balance("C1", 1)
+    assert stored_rows(folder / "one.sqlite3") == stored_rows(folder / "many.sqlite3")
+
+
+# --- the balance a batch keeps -----------------------------------------------------------------
+
+# One step of a script: a submit (account, service type, messages, charged?) or a balance set.
+submits = st.tuples(
+    st.just("submit"),
+    st.sampled_from(["C1", "C2", "nobody"]),
+    st.sampled_from([1, 2, 3]),
+    st.integers(min_value=0, max_value=4),
+    st.booleans(),
+)
+balance_sets = st.tuples(
+    st.just("set"), st.sampled_from(["C1", "C2"]), st.just(1), st.integers(0, 6), st.just(True)
+)
+reads = st.tuples(st.just("read"), st.just("C1"), st.just(1), st.just(0), st.just(True))
+
+
+def run_script(store: Store, script: list[tuple[str, str, int, int, bool]]) -> list[Any]:
+    seen: list[Any] = []
+    for n, (step, client_no, service_type, count, charge) in enumerate(script):
+        options = submit_options(charge)
+        if step == "submit" and count == 1:
+            seen.append(store.submit_one(client_no, service_type, "0909128600", f"m{n}", **options))
+        elif step == "submit":
+            messages = [Outgoing(f"09091286{i:02d}", f"m{n}", f"g{n}-{i}") for i in range(count)]
+            seen.append(store.submit(client_no, service_type, messages, **options))
+        elif step == "set":
+            store.set_balance(client_no, service_type, count)
+        else:
+            seen.append(store.balance(client_no, service_type))
+    return seen
+
+
+def submit_options(charge: bool) -> dict[str, Any]:
+    return {"now": NOW, "operation": "SendSMS", "protocol": "get", "charge": charge}
+
+
+@settings(max_examples=150, deadline=None)
+@given(script=st.lists(submits | balance_sets | reads, max_size=14))
+def test_a_batch_takes_balances_as_single_calls_do(
+    tmp_path_factory: pytest.TempPathFactory, script: list[tuple[str, str, int, int, bool]]
+) -> None:
+    folder = tmp_path_factory.mktemp("balances")
+    stores = []
+    for name in ("plain", "batched"):
+        store = Store(folder / f"{name}.sqlite3")
+        for client_no in ("C1", "C2"):
+            store.add_account(client_no, "p", client_no)
+            store.add_service_type(client_no, 1, "Hosting", 5)
+            store.add_service_type(client_no, 3, "Test", 0)
+        stores.append(store)
+    plain, batched = stores
+    try:
+        expected = run_script(plain, script)
+        with batched.batch():
+            got = run_script(batched, script)
+        assert got == expected
+        for client_no in ("C1", "C2"):
+            for service_type in (1, 3):
+                assert batched.balance(client_no, service_type) == plain.balance(
+                    client_no, service_type
+                )
+    finally:
+        plain.close()
+        batched.close()
+    assert stored_rows(folder / "batched.sqlite3") == stored_rows(folder / "plain.sqlite3")
+
+
+def test_a_balance_set_inside_a_batch_is_the_one_later_submits_see(tmp_path: Path) -> None:
+    with store_at(tmp_path / "set.sqlite3", 5) as store:
+        with store.batch():
+            options = submit_options(charge=True)
+            assert store.submit_one("C1", 1, "0909128628", "a", **options).accepted
+            store.set_balance("C1", 1, 0)
+            assert store.submit_one("C1", 1, "0909128628", "b", **options).reason == "zero_balance"
+            store.set_balance("C1", 1, 1)
+            assert store.submit_one("C1", 1, "0909128628", "c", **options).accepted
+            assert store.submit_one("C1", 1, "0909128628", "d", **options).reason == "zero_balance"
+        assert store.balance("C1", 1) == 0
+        assert [s.message for s in store.outgoing()] == ["a", "c"]

@@ -43,6 +43,9 @@ SubmitReason = Literal["ok", "zero_balance", "over_balance", "no_service_type"]
 
 _SCHEMA_VERSION: Final = 1
 
+#: WAL pages between automatic checkpoints: about 40 MB of WAL with 4 KB pages.
+_WAL_CHECKPOINT_PAGES: Final = 10_000
+
 # Outgoing rows carry their whole future (final_status, sending_at, final_at) from the start, and
 # next_at is the next instant at which the row changes state, NULL once it never will. advance()
 # then touches only due rows through the partial index, which stays small: rows leave it when final.
@@ -139,6 +142,12 @@ _TAKE_BALANCE: Final = (
     "UPDATE service_type SET balance = balance - ?"
     " WHERE client_no = ? AND service_type_id = ? AND balance >= ? AND balance > 0"
 )
+# What a batch's submits took of a balance, written once (see Store._submit_deferred). The CHECK
+# on balance stays the last word: a balance that went below zero fails the batch.
+_TAKE_TAKEN: Final = (
+    "UPDATE service_type SET balance = balance - ? WHERE client_no = ? AND service_type_id = ?"
+)
+_BALANCE: Final = "SELECT balance FROM service_type WHERE client_no = ? AND service_type_id = ?"
 _SMS_COLUMNS: Final = (
     "client_no, service_type_id, phone, message, guid, sender_name, status, created, sent,"
     " final_status, sending_at, final_at, next_at, operation, protocol"
@@ -171,13 +180,7 @@ class Outgoing:
     final_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        _require_aware(self.sending_at, "sending_at")
-        _require_aware(self.final_at, "final_at")
-        if self.final_at is not None:
-            if not models.SmsStatus(self.final_status).is_final:
-                raise ValueError(f"final_status {self.final_status!r} is not a final status")
-            if self.sending_at is not None and self.sending_at > self.final_at:
-                raise ValueError("sending_at is after final_at")
+        _check_timeline(self.final_status, self.sending_at, self.final_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,11 @@ class SubmitResult:
     accepted: bool
     reason: SubmitReason
     ids: tuple[int, ...] = ()
+
+
+_NO_SERVICE_TYPE: Final = SubmitResult(accepted=False, reason="no_service_type")
+_ZERO_BALANCE: Final = SubmitResult(accepted=False, reason="zero_balance")
+_OVER_BALANCE: Final = SubmitResult(accepted=False, reason="over_balance")
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +235,11 @@ class Store:
         self._pending: list[tuple[Any, ...]] = []  # sms rows submit() left for one INSERT
         self._next_id: int | None = None  # the id the next deferred sms row takes
         self._accounts: dict[str, tuple[str, str] | None] = {}  # account rows read in the batch
-        self._broken: BaseException | None = None  # a deferred INSERT failed: no commit
+        # Balances as the batch's submits see them (None: no such service type), and what they
+        # took and left for one UPDATE; forgotten at each flush, after which anything may write.
+        self._balances: dict[tuple[str, int], int | None] = {}
+        self._taken: dict[tuple[str, int], int] = {}
+        self._broken: BaseException | None = None  # a deferred write failed: no commit
         # Autocommit mode: every write below opens its own BEGIN IMMEDIATE, so sqlite3's implicit
         # transactions never hold a lock across calls. The timeout covers other connections to
         # the same file (another Store, another process), whose writers SQLite serializes.
@@ -237,6 +249,10 @@ class Store:
         try:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
+            # A checkpoint (SQLite's default: every 1000 pages of WAL) writes back every page the
+            # commits since the last one touched and syncs: under a stream of sends the same few
+            # pages are written back again and again. What a crash keeps is synchronous's say.
+            self._conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.create_function("fibo_contains", 2, _contains, deterministic=True)
             self._migrate()
@@ -293,17 +309,21 @@ class Store:
         return _Write(self._conn, nested=self._batching)
 
     def _flush(self) -> None:
-        """Inserts the rows submit() deferred in the open batch, before anything that may read or
-        change them. The caller holds self._lock.
+        """Writes what submit() deferred in the open batch (the balances taken, the rows), before
+        anything that may read or change them. The caller holds self._lock.
 
-        A failed INSERT leaves balances taken for messages not stored: the batch cannot commit
-        any more, and every later call in it fails too.
+        A failed write leaves the batch half done: it cannot commit any more, and every later
+        call in it fails too.
         """
         if self._broken is not None:
             raise RuntimeError("a write of this batch failed; it is rolled back") from self._broken
-        if self._pending:
+        self._balances.clear()
+        if self._taken or self._pending:
+            taken = [(count, *key) for key, count in self._taken.items()]
             rows, self._pending = self._pending, []
+            self._taken.clear()
             try:
+                self._conn.executemany(_TAKE_TAKEN, taken)
                 self._conn.executemany(_INSERT_SMS_WITH_ID, rows)
             except BaseException as exc:
                 self._broken = exc
@@ -322,9 +342,11 @@ class Store:
         exception and the commit succeeds. An exception out of the block, or a failed commit,
         rolls every call back. Other threads wait for the batch to end. Not reentrant.
 
-        Inside a batch, a submit takes its balance at once and leaves its rows for one INSERT of
-        all of them, made before anything reads the sent messages and at the end; an account is
-        read once. Nothing else can write meanwhile: the batch holds SQLite's write lock.
+        Inside a batch, a submit checks and takes its balance in memory, from the balance read
+        once, and leaves what it took and its rows for one UPDATE per balance and one INSERT of
+        all the rows, made before any other call reads or writes anything and at the end; an
+        account is read once. Nothing else can write meanwhile: the batch holds SQLite's write
+        lock.
         """
         with self._lock:
             if self._batching:
@@ -346,6 +368,8 @@ class Store:
         self._pending = []
         self._next_id = None
         self._accounts.clear()
+        self._balances.clear()
+        self._taken.clear()
         self._broken = None
 
     def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
@@ -430,10 +454,7 @@ class Store:
 
     def balance(self, client_no: str, service_type_id: int) -> int | None:
         """The messages left on a service type; None when the account has no such service type."""
-        rows = self._query(
-            "SELECT balance FROM service_type WHERE client_no = ? AND service_type_id = ?",
-            (client_no, service_type_id),
-        )
+        rows = self._query(_BALANCE, (client_no, service_type_id))
         return int(rows[0][0]) if rows else None
 
     def hosting_balances(self, client_no: str) -> list[models.HostingBalance]:
@@ -490,9 +511,57 @@ class Store:
         stored in the state they have at ``now``.
         """
         now_ts = _ts(now)
-        count = len(messages)
-        rows = [_outgoing_row(m, now_ts) for m in messages]
-        key = (client_no, service_type_id)
+        rows = [
+            _row(
+                m.phone,
+                m.message,
+                m.guid,
+                m.sender_name,
+                m.final_status,
+                m.sending_at,
+                m.final_at,
+                now_ts,
+            )
+            for m in messages
+        ]
+        return self._submit_rows((client_no, service_type_id), rows, charge, operation, protocol)
+
+    def submit_one(
+        self,
+        client_no: str,
+        service_type_id: int,
+        phone: str,
+        message: str,
+        guid: str | None = None,
+        sender_name: str | None = None,
+        final_status: models.SmsStatus = models.SmsStatus.SENT_SUCCESS,
+        sending_at: datetime | None = None,
+        final_at: datetime | None = None,
+        *,
+        now: datetime,
+        operation: str,
+        protocol: str,
+        charge: bool = True,
+    ) -> SubmitResult:
+        """``submit()`` of the one message ``Outgoing(phone, …, final_at)``, without making it.
+
+        The single send's path: the same checks (ValueError for an impossible timeline), the
+        same row, the same result.
+        """
+        _check_timeline(final_status, sending_at, final_at)
+        row = _row(phone, message, guid, sender_name, final_status, sending_at, final_at, _ts(now))
+        return self._submit_rows((client_no, service_type_id), [row], charge, operation, protocol)
+
+    def _submit_rows(
+        self,
+        key: tuple[str, int],
+        rows: list[tuple[Any, ...]],
+        charge: bool,
+        operation: str,
+        protocol: str,
+    ) -> SubmitResult:
+        """submit() of rows made by _row, at once or deferred in a batch."""
+        count = len(rows)
         if not isinstance(operation, str) or not isinstance(protocol, str):
             raise TypeError("operation and protocol are text")
         with self._lock:
@@ -503,8 +572,8 @@ class Store:
                 # The usual case in one statement: take the balance if it covers the batch.
                 taken = conn.execute(_TAKE_BALANCE, (count, *key, count)).rowcount
                 if taken != 1:
-                    return SubmitResult(accepted=False, reason=self._refusal(conn, key))
-            elif self._refusal(conn, key) == "no_service_type":
+                    return SubmitResult(accepted=False, reason=self._refusal(key))
+            elif self._refusal(key) == "no_service_type":
                 return SubmitResult(accepted=False, reason="no_service_type")
             if count == 1:
                 # The common single send: the new id read back rather than looked up.
@@ -527,38 +596,50 @@ class Store:
         operation: str,
         protocol: str,
     ) -> SubmitResult:
-        """submit() inside a batch: the balance taken now, the rows left for the batch's INSERT.
+        """submit() inside a batch: the balance checked and taken in memory, the rows and what
+        was taken left for the batch's flush.
 
-        The conditional UPDATE is one statement, atomic on its own: no savepoint is needed, and a
-        refusal leaves nothing behind. The caller holds self._lock.
+        The batch holds SQLite's write lock and every other call flushes first, so the balance
+        read once is the balance until then: the check is the conditional UPDATE's, made on it.
+        A refusal leaves nothing behind. The caller holds self._lock.
         """
         if self._broken is not None:
             self._flush()  # raises
-        conn = self._conn
         count = len(rows)
+        balances = self._balances
+        if key in balances:
+            balance = balances[key]
+        else:
+            balance = balances[key] = self._read_balance(key)
+        if balance is None:
+            return _NO_SERVICE_TYPE
         if charge:
-            if conn.execute(_TAKE_BALANCE, (count, *key, count)).rowcount != 1:
-                return SubmitResult(accepted=False, reason=self._refusal(conn, key))
-        elif self._refusal(conn, key) == "no_service_type":
-            return SubmitResult(accepted=False, reason="no_service_type")
+            if balance < count or balance == 0:
+                return _ZERO_BALANCE if balance == 0 else _OVER_BALANCE
+            balances[key] = balance - count
+            self._taken[key] = self._taken.get(key, 0) + count
         first = self._next_id
         if first is None:
             # Nothing else inserts sms rows while the batch holds the write lock.
-            first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sms").fetchone()[0]
+            first = self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sms").fetchone()[0]
         self._next_id = first + count
+        if count == 1:
+            self._pending.append((first, *key, *rows[0], operation, protocol))
+            return SubmitResult(accepted=True, reason="ok", ids=(first,))
         self._pending += [
             (first + i, *key, *row, operation, protocol) for i, row in enumerate(rows)
         ]
         return SubmitResult(accepted=True, reason="ok", ids=tuple(range(first, first + count)))
 
-    @staticmethod
-    def _refusal(conn: sqlite3.Connection, key: tuple[str, int]) -> SubmitReason:
-        row = conn.execute(
-            "SELECT balance FROM service_type WHERE client_no = ? AND service_type_id = ?", key
-        ).fetchone()
-        if row is None:
+    def _read_balance(self, key: tuple[str, int]) -> int | None:
+        row = self._conn.execute(_BALANCE, key).fetchone()
+        return None if row is None else int(row[0])
+
+    def _refusal(self, key: tuple[str, int]) -> SubmitReason:
+        balance = self._read_balance(key)
+        if balance is None:
             return "no_service_type"
-        return "zero_balance" if row[0] == 0 else "over_balance"
+        return "zero_balance" if balance == 0 else "over_balance"
 
     def advance(self, now: datetime) -> int:
         """Moves every due outgoing SMS along its timeline to its state at ``now``; the count moved.
@@ -802,40 +883,63 @@ def _commit(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _outgoing_row(message: Outgoing, now_ts: float) -> tuple[Any, ...]:
-    """The columns phone through next_at of a new row, in its state at ``now_ts``.
+def _check_timeline(
+    final_status: models.SmsStatus, sending_at: datetime | None, final_at: datetime | None
+) -> None:
+    """ValueError for a timeline no message can follow (see Outgoing)."""
+    _require_aware(sending_at, "sending_at")
+    _require_aware(final_at, "final_at")
+    if final_at is not None:
+        if final_status not in _FINAL_STATUSES:
+            raise ValueError(f"final_status {final_status!r} is not a final status")
+        if sending_at is not None and sending_at > final_at:
+            raise ValueError("sending_at is after final_at")
+
+
+def _row(
+    phone: str,
+    message: str,
+    guid: str | None,
+    sender_name: str | None,
+    final_status: models.SmsStatus,
+    sending_at: datetime | None,
+    final_at: datetime | None,
+    now_ts: float,
+) -> tuple[Any, ...]:
+    """The columns phone through next_at of a new row, in its state at ``now_ts``; the instants
+    have passed _check_timeline.
 
     Pending until the first instant given; a row with a transition already due (no delivery
     delay) is written as _ADVANCE would leave it, rather than moved on by a second statement.
     """
-    if not isinstance(message.phone, str) or not isinstance(message.message, str):
+    if not isinstance(phone, str) or not isinstance(message, str):
         raise TypeError("a message's phone and text are text")
-    # Outgoing has checked that its instants are aware.
-    sending_at = None if message.sending_at is None else message.sending_at.timestamp()
-    final_at = None if message.final_at is None else message.final_at.timestamp()
+    sending_ts = None if sending_at is None else sending_at.timestamp()
+    final_ts = None if final_at is None else final_at.timestamp()
     status = _PENDING
     sent = None
-    next_at = final_at if sending_at is None else sending_at
+    next_at = final_ts if sending_ts is None else sending_ts
     if next_at is not None and next_at <= now_ts:
-        if final_at is not None and final_at <= now_ts:
-            status, sent, next_at = int(message.final_status), final_at, None
+        if final_ts is not None and final_ts <= now_ts:
+            status, sent, next_at = int(final_status), final_ts, None
         else:
-            status, next_at = _SENDING, final_at
+            status, next_at = _SENDING, final_ts
     return (
-        message.phone,
-        message.message,
-        message.guid,
-        message.sender_name,
+        phone,
+        message,
+        guid,
+        sender_name,
         status,
         now_ts,
         sent,
-        int(message.final_status),
-        sending_at,
-        final_at,
+        int(final_status),
+        sending_ts,
+        final_ts,
         next_at,
     )
 
 
+_FINAL_STATUSES: Final = frozenset(s for s in models.SmsStatus if s.is_final)
 _PENDING: Final = int(models.SmsStatus.PENDING)
 _SENDING: Final = int(models.SmsStatus.SENDING)
 
