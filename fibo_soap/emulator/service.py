@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from fibo_soap import codec, phone
 from fibo_soap.emulator.store import Outgoing, Store
@@ -104,8 +104,8 @@ class MethodError(Exception):
     """The method itself failed: ASMX answers with a soap:Server fault or HTTP 500."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Planned:
+class _Planned(NamedTuple):
+    # A NamedTuple rather than a frozen dataclass: one is made per message, in a third the time.
     phone: str
     message: str
     guid: str | None
@@ -177,10 +177,8 @@ class FiboService:
         service_type = _int(params.get("serviceType"))
         if service_type is None:
             return _status(CODE_SERVICE_TYPE)
-        planned = [
-            _plan(params.get("phoneNumber"), params.get("smsMessage"), params.get("smsGUID"))
-        ]
-        if planned[0].refused:
+        planned = _plan(params.get("phoneNumber"), params.get("smsMessage"), params.get("smsGUID"))
+        if planned.refused:
             # A wrong service type is reported before a wrong number. A number that passes needs
             # no look-up here: submit refuses an unknown service type itself, storing nothing.
             if self.store.balance(client_no, service_type) is None:
@@ -190,7 +188,7 @@ class FiboService:
         masked = "senderName" in params
         sender = params.get("senderName") or None
         name = "SendMaskedSMS" if masked else "SendSMS"
-        return _status(self._submit(client_no, service_type, planned, sender, protocol, name))
+        return _status(self._submit(client_no, service_type, (planned,), sender, protocol, name))
 
     def _send_bulk(self, client_no: str, params: Mapping[str, str | None], protocol: str) -> str:
         service_type = _int(params.get("serviceType"))
@@ -240,40 +238,55 @@ class FiboService:
     ) -> int:
         now = self.clock.now()
         free = str(service_type) == TEST_SERVICE_TYPE
-        messages = [self._outgoing(item, sender, now, free) for item in planned]
-        result = self.store.submit(
-            client_no,
-            service_type,
-            messages,
-            now=now,
-            operation=operation,
-            protocol=protocol,
-            charge=not free,
-        )
+        if len(planned) == 1:
+            # Every single send: the store takes the message's fields, no Outgoing made.
+            item = planned[0]
+            result = self.store.submit_one(
+                client_no,
+                service_type,
+                item.phone,
+                item.message,
+                item.guid,
+                sender,
+                *self._delivery(item, now, free),
+                now=now,
+                operation=operation,
+                protocol=protocol,
+                charge=not free,
+            )
+        else:
+            messages = [
+                Outgoing(
+                    item.phone, item.message, item.guid, sender, *self._delivery(item, now, free)
+                )
+                for item in planned
+            ]
+            result = self.store.submit(
+                client_no,
+                service_type,
+                messages,
+                now=now,
+                operation=operation,
+                protocol=protocol,
+                charge=not free,
+            )
         if result.accepted:
             return CODE_ACCEPTED
         return _REFUSALS.get(result.reason, CODE_SERVICE_TYPE)
 
-    def _outgoing(self, item: _Planned, sender: str | None, now: datetime, free: bool) -> Outgoing:
+    def _delivery(
+        self, item: _Planned, now: datetime, free: bool
+    ) -> tuple[SmsStatus, datetime | None, datetime | None]:
+        """How a message accepted at ``now`` is delivered: its final status, and when it is
+        Sending and final (never, on the free channel)."""
         if free:
             # The test channel stores messages and never delivers them.
-            return Outgoing(
-                item.phone, item.message, item.guid, sender, SmsStatus.PENDING, None, None
-            )
+            return SmsStatus.PENDING, None, None
         if item.refused:
             # Bulk sends do not refuse numbers up front; such messages fail at once.
-            status = SmsStatus.TO_NUMBER_NOT_CORRECT
-            return Outgoing(item.phone, item.message, item.guid, sender, status, now, now)
+            return SmsStatus.TO_NUMBER_NOT_CORRECT, now, now
         delay = timedelta(seconds=self.delivery_delay)
-        return Outgoing(
-            item.phone,
-            item.message,
-            item.guid,
-            sender,
-            final_status(item.phone),
-            now + delay / 2,
-            now + delay,
-        )
+        return final_status(item.phone), now + delay / 2, now + delay
 
     # --- reads -----------------------------------------------------------------------------
 
