@@ -8,6 +8,7 @@ in the project's codec.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import math
 import re
@@ -143,7 +144,8 @@ class EmulatorApp:
                 f"Server did not recognize the request element {call.method!r}.",
             )
         protocol = "soap11" if version == "1.1" else "soap12"
-        self._record(request, body, protocol, op, call.params)
+        if self.record:
+            self._record(request, body, protocol, op, call.params)
         return await self._invoke(request, op, call.params, protocol)
 
     # --- Service.asmx/<Method>: HTTP GET and POST ------------------------------------------
@@ -185,16 +187,15 @@ class EmulatorApp:
                 f"System.ArgumentException: hexadecimal value 0x{ord(bad.group()):02X}, "
                 "is an invalid character."
             )
-        params: dict[str, str | None] = {}
-        for name_ in op.params:
-            value = fields.get(name_)
-            if value is None:
-                return _asmx_error(
-                    f"System.InvalidOperationException: Missing parameter: {name_}.\r\n"
-                    "   at System.Web.Services.Protocols.ValueCollectionParameterReader.Read"
-                    "(NameValueCollection collection)"
-                )
-            params[name_] = value
+        try:
+            params: dict[str, str | None] = {name_: fields[name_] for name_ in op.params}
+        except KeyError:
+            missing = next(name_ for name_ in op.params if name_ not in fields)
+            return _asmx_error(
+                f"System.InvalidOperationException: Missing parameter: {missing}.\r\n"
+                "   at System.Web.Services.Protocols.ValueCollectionParameterReader.Read"
+                "(NameValueCollection collection)"
+            )
         if self.request_validation:
             source = "QueryString" if protocol == "get" else "Form"
             for key, value in fields.items():
@@ -203,7 +204,8 @@ class EmulatorApp:
                         f"A potentially dangerous Request.{source} value was detected from the "
                         f'client ({key}="{value[:20]}...").'
                     )
-        self._record(request, body, protocol, op, params)
+        if self.record:
+            self._record(request, body, protocol, op, params)
         return await self._invoke(request, op, params, protocol)
 
     # --- the call, under faults ------------------------------------------------------------
@@ -311,13 +313,11 @@ class EmulatorApp:
                 future.set_result(outcome)
 
     def _answer(self, op: Operation, value: str | int, protocol: str) -> Response:
-        if protocol == "soap11":
-            body = codec.encode_soap_response(op, value, version="1.1", namespace=self._namespace)
-            return Response(body, media_type=XML)
-        if protocol == "soap12":
-            body = codec.encode_soap_response(op, value, version="1.2", namespace=self._namespace)
-            return Response(body, media_type=SOAP12)
-        return Response(codec.encode_http_body(op, value, self._namespace), media_type=XML)
+        if isinstance(value, str) and len(value) > _KEPT_ANSWER_CHARS:
+            body = _answer_body(op, value, protocol, self._namespace)
+        else:
+            body = _kept_answer_body(op.name, value, protocol, self._namespace)
+        return _Answer(body, SOAP12 if protocol == "soap12" else XML)
 
     def _record(
         self,
@@ -327,19 +327,18 @@ class EmulatorApp:
         op: Operation,
         params: Mapping[str, str | None],
     ) -> None:
-        if self.record:
-            self.recorded.append(
-                Recorded(
-                    request.method,
-                    request.url.path,
-                    request.url.query,
-                    dict(request.headers),
-                    body,
-                    protocol,
-                    op.name,
-                    dict(params),
-                )
+        self.recorded.append(
+            Recorded(
+                request.method,
+                request.url.path,
+                request.url.query,
+                dict(request.headers),
+                body,
+                protocol,
+                op.name,
+                dict(params),
             )
+        )
 
     # --- admin -----------------------------------------------------------------------------
 
@@ -470,6 +469,21 @@ def form_fields(text: str) -> dict[str, str]:
     return fields
 
 
+class _Answer(Response):
+    """A method's answer (200): the two headers Response writes, without init_headers' checks of
+    headers that are not there."""
+
+    def __init__(self, body: bytes, media_type: str) -> None:
+        self.status_code = 200
+        self.media_type = media_type
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", media_type.encode()),
+        ]
+
+
 class _Truncated(Response):
     """An answer that declares its full length, sends half, and drops the connection."""
 
@@ -572,6 +586,25 @@ def _method_failed(protocol: str, exc: Exception) -> Response:
             f"Server was unable to process request. ---> {type(exc).__name__}",
         )
     return _asmx_error(f"System.Exception: {type(exc).__name__}")
+
+
+def _answer_body(op: Operation, value: str | int, protocol: str, namespace: str) -> bytes:
+    if protocol == "soap11":
+        return codec.encode_soap_response(op, value, version="1.1", namespace=namespace)
+    if protocol == "soap12":
+        return codec.encode_soap_response(op, value, version="1.2", namespace=namespace)
+    return codec.encode_http_body(op, value, namespace)
+
+
+#: Answers up to this many characters are written once and kept (see _kept_answer_body).
+_KEPT_ANSWER_CHARS = 512
+
+
+@functools.lru_cache(maxsize=256)
+def _kept_answer_body(method: str, value: str | int, protocol: str, namespace: str) -> bytes:
+    # Every send answers with one of a handful of status documents: writing each once spares the
+    # escaping and the copy on every call. Long results (lists) are seldom asked twice.
+    return _answer_body(OPERATIONS[method], value, protocol, namespace)
 
 
 def _dangerous(value: str) -> bool:
