@@ -1859,3 +1859,109 @@ def test_decode_soap_request_binds_nil_empty_and_missing_parameters_as_dotnet_do
 def test_decode_soap_request_refuses_what_is_not_one_call(body: str) -> None:
     with pytest.raises(ProtocolError):
         decode_soap_request(body.encode())
+
+
+def _decode_soap_request_by_iterchildren(body: bytes) -> codec.SoapRequest:
+    """decode_soap_request as it was first written, walking with iterchildren and attrib: the
+    walk it makes now must find the same call, the same parameters, the same refusals."""
+    root = codec.parse_xml(body)
+    envelope = codec._ENVELOPES.get(root.tag)
+    if envelope is None:
+        raise ProtocolError("not a SOAP envelope", excerpt=codec.excerpt(body))
+    version, body_tag = envelope
+    soap_body = next((c for c in root.iterchildren(body_tag)), None)
+    if soap_body is None:
+        raise ProtocolError("SOAP envelope without a Body", excerpt=codec.excerpt(body))
+    elements = list(soap_body.iterchildren(etree.Element))
+    if len(elements) != 1:
+        raise ProtocolError("SOAP Body must hold exactly one element", excerpt=codec.excerpt(body))
+    call = elements[0]
+    params: dict[str, str | None] = {}
+    for child in call.iterchildren(etree.Element):
+        attributes = child.attrib
+        nil = attributes.get(f"{{{XSI}}}nil") if attributes else None
+        is_nil = nil is not None and nil.strip() in ("true", "1")
+        params[child.tag.rpartition("}")[2]] = None if is_nil else codec.element_text(child)
+    tag = call.tag
+    namespace = tag[1 : tag.index("}")] if tag.startswith("{") else ""
+    return codec.SoapRequest(version, namespace, tag.rpartition("}")[2], params)
+
+
+def _outcome(decode: Callable[[bytes], codec.SoapRequest], body: bytes) -> object:
+    try:
+        return decode(body)
+    except ProtocolError as exc:
+        return (type(exc), str(exc), exc.excerpt)
+
+
+_SOAP_NODES = st.sampled_from(
+    [
+        "<clientNo>CL1218</clientNo>",
+        "<clientPass>a &amp; b</clientPass>",
+        "<phoneNumber/>",
+        "<smsMessage></smsMessage>",
+        "<smsGUID>g<!-- cut -->uid</smsGUID>",
+        "<clientNo>again</clientNo>",  # a name twice: the last one is kept
+        f'<senderName xmlns:i="{XSI}" i:nil="true"/>',
+        f'<senderName xmlns:i="{XSI}" i:nil=" 1 ">text</senderName>',
+        f'<smsMessage xmlns:i="{XSI}" i:nil="false">hi</smsMessage>',
+        f'<smsMessage xmlns:i="{XSI}" i:nil="TRUE">hi</smsMessage>',
+        f'<smsMessage xmlns:i="{XSI}" i:nil="true"><b>nil wins</b></smsMessage>',
+        '<smsMessage nil="true">not the xsi one</smsMessage>',
+        '<serviceType id="x">1</serviceType>',
+        "<serviceType>1<b>2</b></serviceType>",  # holds an element: refused
+        '<x:other xmlns:x="urn:x">in another namespace</x:other>',
+        "<unknownElement>kept</unknownElement>",
+        "<!-- a comment -->",
+        "<?pi removed?>",
+        "\n  ",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    version=st.sampled_from([SOAP11, SOAP12, "urn:not-soap"]),
+    before=st.lists(
+        st.sampled_from(["<soap:Header/>", "<!-- c -->", "<soap:Other/>", "<Body/>"]), max_size=2
+    ),
+    bodies=st.integers(min_value=0, max_value=2),
+    around=st.lists(st.sampled_from(["<!-- c -->", "<Extra/>", "\n", "<?pi x?>"]), max_size=2),
+    method=st.sampled_from(["SendSMS", "tns:SendSMS", "About"]),
+    children=st.lists(_SOAP_NODES, max_size=8),
+)
+def test_decode_soap_request_walks_as_iterchildren_did(
+    version: str,
+    before: list[str],
+    bodies: int,
+    around: list[str],
+    method: str,
+    children: list[str],
+) -> None:
+    declare = f'xmlns:tns="{TEMPURI}"' if method.startswith("tns:") else f'xmlns="{TEMPURI}"'
+    call = f"<{method} {declare}>{''.join(children)}</{method}>"
+    inner = "".join(around[:1]) + call + "".join(around[1:])
+    soap_bodies = "".join(f"<soap:Body>{inner}</soap:Body>" for _ in range(bodies))
+    body = (
+        f'<soap:Envelope xmlns:soap="{version}">{"".join(before)}{soap_bodies}</soap:Envelope>'
+    ).encode()
+    expected = _outcome(_decode_soap_request_by_iterchildren, body)
+    assert _outcome(decode_soap_request, body) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<!DOCTYPE soap:Envelope><soap:Envelope/>",
+        b"<soap:Envelope><soap:Body/></soap:Envelope>",  # undeclared prefix
+        b"<a>&undefined;</a>",
+        b"\xff\xfe<\x00a\x00/\x00>\x00",
+        b"",
+    ],
+)
+def test_decode_soap_request_refuses_what_parse_xml_refuses(body: bytes) -> None:
+    assert _outcome(decode_soap_request, body) == _outcome(
+        _decode_soap_request_by_iterchildren, body
+    )
+    with pytest.raises(ProtocolError):
+        decode_soap_request(body)
