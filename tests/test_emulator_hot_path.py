@@ -21,10 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from fibo_soap import codec, wsdl
-from fibo_soap.emulator.app import SOAP12, XML, EmulatorApp, form_fields
+from fibo_soap.emulator import app as emulator_app
+from fibo_soap.emulator.app import SOAP12, XML, EmulatorApp, _post_headers, form_fields
 from fibo_soap.emulator.server import build
 from fibo_soap.emulator.store import Outgoing, Store, SubmitResult
 from fibo_soap.models import VN_TZ, SmsStatus, StatusDocument
@@ -33,6 +35,7 @@ from fibo_soap.operations import OPERATIONS
 NS = wsdl.wsdl_namespace()
 PASSWORD = "hot-path-secret"
 PHONES = [f"09091286{n:02d}" for n in range(12)]
+POST_HEADERS = ("content-length", "content-type", "soapaction")
 
 
 @pytest.fixture
@@ -202,6 +205,75 @@ def test_form_fields_read_what_parse_qsl_reads(text: str) -> None:
     assert got == expected
     if isinstance(expected, dict):
         assert list(got) == list(expected)  # type: ignore[arg-type]
+
+
+# --- the POST edges: headers and body ----------------------------------------------------------
+
+header_lists = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [b"content-length", b"content-type", b"soapaction", b"host", b"x-soapaction"]
+        ),
+        st.binary(max_size=12) | st.sampled_from([b"text/xml; charset=utf-8", b"\xe9", b""]),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(headers=header_lists)
+def test_post_headers_read_what_request_headers_read(headers: list[tuple[bytes, bytes]]) -> None:
+    request = Request({"type": "http", "headers": list(headers)})
+    expected = tuple(request.headers.get(name, "") for name in POST_HEADERS)
+    assert _post_headers({"type": "http", "headers": list(headers)}) == expected
+
+
+@pytest.mark.parametrize(
+    ("chunks", "limit", "expected"),
+    [
+        ([b"<soap/>"], 100, b"<soap/>"),
+        ([b""], 100, b""),
+        ([b"<so", b"ap/", b">"], 100, b"<soap/>"),
+        ([b"<soap/>", b""], 100, b"<soap/>"),
+        ([b"", b"<soap/>"], 100, b"<soap/>"),
+        ([b"<soap/>"], 7, b"<soap/>"),
+        ([b"<soap/>"], 6, None),
+        ([b"<so", b"ap/>"], 6, None),
+    ],
+)
+def test_a_body_is_its_messages_joined_and_none_past_the_limit(
+    monkeypatch: pytest.MonkeyPatch, chunks: list[bytes], limit: int, expected: bytes | None
+) -> None:
+    monkeypatch.setattr(emulator_app, "MAX_REQUEST_BYTES", limit)
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": n < len(chunks) - 1}
+        for n, chunk in enumerate(chunks)
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    request = Request({"type": "http", "headers": []}, receive)
+    assert asyncio.run(emulator_app._body(request, "")) == expected
+    # A declared length past the limit is refused before anything is read.
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+    assert asyncio.run(emulator_app._body(request, str(limit + 1))) is None
+    assert messages
+
+
+@pytest.mark.parametrize("before", [0, 1])
+def test_a_client_gone_before_its_body_is_whole_is_a_disconnect(before: int) -> None:
+    messages: list[dict[str, Any]] = [
+        *({"type": "http.request", "body": b"<so", "more_body": True} for _ in range(before)),
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    request = Request({"type": "http", "headers": []}, receive)
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(emulator_app._body(request, ""))
 
 
 # --- the answer writers ------------------------------------------------------------------------

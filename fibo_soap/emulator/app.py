@@ -113,10 +113,11 @@ class EmulatorApp:
                 address = str(request.url.replace(query="")).rstrip("?")
                 return Response(wsdl.wsdl_with_address(address), media_type=XML)
             return Response(_help_page(), media_type="text/html; charset=utf-8")
-        body = await _body(request)
+        length, content_type, soap_action = _post_headers(request.scope)
+        body = await _body(request, length)
         if body is None:
             return PlainTextResponse("Maximum request length exceeded.", 413)
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        media = content_type.split(";")[0].strip().lower()
         if media not in ("text/xml", "application/soap+xml"):
             return PlainTextResponse(f"Unsupported media type {media!r}.", 415)
         version: codec.SoapVersion = "1.1" if media == "text/xml" else "1.2"
@@ -129,7 +130,7 @@ class EmulatorApp:
         if call.version != version:
             # ASMX refuses an envelope whose version does not match its content type.
             return PlainTextResponse("Unsupported media type for this SOAP version.", 415)
-        action = _soap_action(request, version)
+        action = _soap_action(version, soap_action, content_type)
         op = OPERATIONS.get(call.method)
         if version == "1.1" and action != f"{self._namespace}{call.method}":
             return _fault(
@@ -164,8 +165,9 @@ class EmulatorApp:
                 return PlainTextResponse("The request URL is too long.", 414)
             body = b""
         else:
-            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            body_or_none = await _body(request)
+            length, content_type, _ = _post_headers(request.scope)
+            media = content_type.split(";")[0].strip().lower()
+            body_or_none = await _body(request, length)
             if body_or_none is None:
                 return PlainTextResponse("Maximum request length exceeded.", 413)
             body = body_or_none
@@ -534,15 +536,48 @@ def _query(request: Request) -> bytes:
     return bytes(request.scope.get("query_string", b""))
 
 
-async def _body(request: Request) -> bytes | None:
-    declared = request.headers.get("content-length", "")
+def _post_headers(scope: Scope) -> tuple[str, str, str]:
+    """Content-Length, Content-Type and SOAPAction, each as ``request.headers.get(name, "")``
+    gives it (the first of its name, as Latin-1), found in one pass over the headers.
+
+    Servers hand header names lowercased, as Headers also expects them. Every SOAP call reads
+    these three: one pass costs a fifth of making a Headers and looking each name up in it.
+    """
+    length = media = action = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            if media is None:
+                media = value
+        elif name == b"soapaction":
+            if action is None:
+                action = value
+        elif name == b"content-length" and length is None:
+            length = value
+    return (
+        "" if length is None else length.decode("latin-1"),
+        "" if media is None else media.decode("latin-1"),
+        "" if action is None else action.decode("latin-1"),
+    )
+
+
+async def _body(request: Request, declared: str) -> bytes | None:
+    """The request body, None past MAX_REQUEST_BYTES (``declared``: its Content-Length)."""
     if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
         return None
     # Read from receive directly: request.stream() is an async generator around the same loop.
-    chunks: list[bytes] = []
-    size = 0
+    receive = request.receive
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect
+    body: bytes = message.get("body", b"")
+    if len(body) > MAX_REQUEST_BYTES:
+        return None
+    if not message.get("more_body", False):
+        return body  # the usual request: its whole body in one message
+    chunks = [body]
+    size = len(body)
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect
         chunk = message.get("body", b"")
@@ -551,7 +586,7 @@ async def _body(request: Request) -> bytes | None:
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return b"".join(chunks)
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -562,10 +597,10 @@ async def _json(request: Request) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _soap_action(request: Request, version: Literal["1.1", "1.2"]) -> str:
+def _soap_action(version: Literal["1.1", "1.2"], soap_action: str, content_type: str) -> str:
     if version == "1.1":
-        return request.headers.get("soapaction", "").strip().strip('"')
-    for part in request.headers.get("content-type", "").split(";"):
+        return soap_action.strip().strip('"')
+    for part in content_type.split(";"):
         name, _, value = part.strip().partition("=")
         if name.lower() == "action":
             return value.strip('"')
