@@ -197,6 +197,14 @@ _ZERO_BALANCE: Final = SubmitResult(accepted=False, reason="zero_balance")
 _OVER_BALANCE: Final = SubmitResult(accepted=False, reason="over_balance")
 
 
+def _refused(balance: int | None) -> SubmitResult:
+    """The refusal of a send that met ``balance`` (None: the account has no such service type)
+    and could not take it."""
+    if balance is None:
+        return _NO_SERVICE_TYPE
+    return _ZERO_BALANCE if balance == 0 else _OVER_BALANCE
+
+
 @dataclass(frozen=True, slots=True)
 class StoredSms:
     """Every column of one stored outgoing SMS, for asserting what reached the gateway."""
@@ -572,9 +580,9 @@ class Store:
                 # The usual case in one statement: take the balance if it covers the batch.
                 taken = conn.execute(_TAKE_BALANCE, (count, *key, count)).rowcount
                 if taken != 1:
-                    return SubmitResult(accepted=False, reason=self._refusal(key))
-            elif self._refusal(key) == "no_service_type":
-                return SubmitResult(accepted=False, reason="no_service_type")
+                    return _refused(self._read_balance(key))
+            elif self._read_balance(key) is None:
+                return _NO_SERVICE_TYPE
             if count == 1:
                 # The common single send: the new id read back rather than looked up.
                 new_id = conn.execute(_INSERT_SMS, (*key, *rows[0], operation, protocol)).lastrowid
@@ -611,11 +619,9 @@ class Store:
             balance = balances[key]
         else:
             balance = balances[key] = self._read_balance(key)
-        if balance is None:
-            return _NO_SERVICE_TYPE
+        if balance is None or (charge and (balance < count or balance == 0)):
+            return _refused(balance)
         if charge:
-            if balance < count or balance == 0:
-                return _ZERO_BALANCE if balance == 0 else _OVER_BALANCE
             balances[key] = balance - count
             self._taken[key] = self._taken.get(key, 0) + count
         first = self._next_id
@@ -634,12 +640,6 @@ class Store:
     def _read_balance(self, key: tuple[str, int]) -> int | None:
         row = self._conn.execute(_BALANCE, key).fetchone()
         return None if row is None else int(row[0])
-
-    def _refusal(self, key: tuple[str, int]) -> SubmitReason:
-        balance = self._read_balance(key)
-        if balance is None:
-            return "no_service_type"
-        return "zero_balance" if balance == 0 else "over_balance"
 
     def advance(self, now: datetime) -> int:
         """Moves every due outgoing SMS along its timeline to its state at ``now``; the count moved.
