@@ -187,8 +187,8 @@ class Listener:
 
 @dataclasses.dataclass
 class Tripwire:
-    """A FIFO that records whether anything opened it for reading (as in tests/test_codec.py);
-    opening it also releases a reader blocked in open(), so a parser that tries does not hang."""
+    """A FIFO that records whether anything opened it for reading; opening it also releases a
+    reader blocked in open(), so a parser that tries does not hang."""
 
     path: Path
     opened: threading.Event
@@ -201,6 +201,8 @@ def start_tripwire(directory: Path) -> tuple[Tripwire, Callable[[], None]]:
     opened, stop = threading.Event(), threading.Event()
 
     def watch() -> None:
+        # Opening a FIFO's write end without blocking succeeds only once a reader has it open
+        # (ENXIO before that). Opening then closing it also frees a reader blocked in open().
         while not stop.is_set():
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)

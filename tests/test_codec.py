@@ -12,10 +12,8 @@ the codec.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
 import re
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -25,6 +23,7 @@ from urllib.parse import parse_qs, urlencode
 from xml.sax.saxutils import escape
 
 import pytest
+from hostile import Tripwire, start_tripwire
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -1048,41 +1047,13 @@ def test_an_empty_string_element_is_empty_text() -> None:
 # === the hardened parser: no DTD, no entities, nothing read, a size bound ========================
 
 
-@dataclasses.dataclass
-class Tripwire:
-    """A FIFO that records whether anything opened it for reading."""
-
-    path: Path
-    opened: threading.Event
-
-
 @pytest.fixture
 def tripwire(tmp_path: Path) -> Iterator[Tripwire]:
     if not hasattr(os, "mkfifo"):
         pytest.skip("needs POSIX FIFOs")
-    path = tmp_path / "tripwire"
-    os.mkfifo(path)
-    opened, stop = threading.Event(), threading.Event()
-
-    def watch() -> None:
-        # Opening a FIFO's write end without blocking succeeds only once a reader has it open
-        # (ENXIO before that). Opening then closing it also frees a reader blocked in open().
-        while not stop.is_set():
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:
-                    raise
-                stop.wait(0.001)
-                continue
-            opened.set()
-            os.close(fd)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    yield Tripwire(path, opened)
-    stop.set()
-    watcher.join(timeout=5)
+    wire, halt = start_tripwire(tmp_path)
+    yield wire
+    halt()
 
 
 def _lol(depth: int = 9) -> str:
