@@ -2,7 +2,8 @@
 a test wants, a listener that records any connection, a FIFO tripwire for file reads, a hang
 detector, and the corpus of hostile XML both sides of the wire are fed.
 
-Not a test module: imported by tests/test_hostile_*.py and by the fuzz targets' seed builder.
+Not a test module: imported by tests/test_hostile_*.py, by the transport tests (their servers
+are ThreadedServers), by test_codec (the tripwire) and by the fuzz targets' seed builder.
 """
 
 from __future__ import annotations
@@ -183,6 +184,34 @@ class Listener:
     def close(self) -> None:
         _wake_and_close(self._sock)
         self._thread.join(timeout=5)
+
+
+class ThreadedServer:
+    """A listening socket on 127.0.0.1 whose connections are each served by ``serve`` in a thread
+    of their own, until ``close``; ``connections`` counts them. A subclass sets what ``serve``
+    needs before calling this ``__init__``, which starts accepting."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept_each, daemon=True).start()
+
+    def _accept_each(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:
+        """Answer one connection (and close it)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 @dataclasses.dataclass

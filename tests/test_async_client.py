@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 import structlog
+from hostile import ThreadedServer
 from structlog.testing import capture_logs
 from test_client_e2e import CASES, PROTOCOLS, Case
 from test_logs import FAULTS as LOGGED_FAULTS
@@ -839,7 +840,7 @@ async def test_both_callers_decide_alike(code: int, outcome: str) -> None:
 # --- AsyncHttpTransport: pool, framing, proxies, TLS, over a loopback server of the test's own ---
 
 
-class Loopback:
+class Loopback(ThreadedServer):
     """A loopback server: each connection answers each request head with ``answer(head)`` (raw
     bytes, or none, which ends the connection unanswered; a request body, when the head declares
     one, is read and kept). ``close`` after an answer ends the connection; ``tls`` (an
@@ -854,26 +855,14 @@ class Loopback:
         tls: Any = None,
         tunnel: bytes | None = None,
     ) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
         self.answer, self.close_after, self.tls, self.tunnel = answer, close, tls, tunnel
-        self.connections = 0
         self.heads: list[bytes] = []
         self.bodies: list[bytes] = []
         self.connects: list[bytes] = []
         self.ended = threading.Event()  # set when a connection ends from the client's side
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
-
-    def _talk(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         try:
             if self.tunnel is not None:
                 connect, _ = _read_head(conn, b"")
@@ -911,9 +900,6 @@ class Loopback:
     def url(self, path: str = "/Service.asmx/About", scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"
 
-    def stop(self) -> None:
-        self.sock.close()
-
 
 def _read_head(conn: socket.socket, data: bytes) -> tuple[bytes, bytes]:
     while b"\r\n\r\n" not in data:
@@ -933,7 +919,7 @@ def loopbacks() -> Iterator[list[Loopback]]:
     servers: list[Loopback] = []
     yield servers
     for server in servers:
-        server.stop()
+        server.close()
 
 
 def transport(**options: Any) -> AsyncHttpTransport:

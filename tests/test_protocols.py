@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from hostile import ThreadedServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -289,7 +290,7 @@ def test_form_fields_are_what_urlencode_writes(values: list[str]) -> None:
 # --- HttpTransport ------------------------------------------------------------------------------
 
 
-class Server:
+class Server(ThreadedServer):
     """A loopback HTTP/1.1 server that answers each request with ``body`` (``OK``), then
     ``extra`` bytes that belong to no answer, and counts connections; ``close_idle`` makes it
     close each connection after one answer without saying so."""
@@ -302,8 +303,6 @@ class Server:
         extra: bytes = b"",
         content_type: bytes = b"text/plain",
     ) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.close_idle = close_idle
         self.answer = (
             b"HTTP/1.1 200 OK\r\nContent-Type: "
@@ -314,20 +313,10 @@ class Server:
             + body
             + extra
         )
-        self.connections = 0
         self.heads: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn:
             data = b""
             while True:
@@ -344,9 +333,6 @@ class Server:
                 conn.sendall(self.answer)
                 if self.close_idle:
                     return
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_kept_alive_connections_are_reused() -> None:
