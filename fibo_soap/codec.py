@@ -471,18 +471,22 @@ def _bad_value(plan: _RowPlan, spec: _Spec, element: etree._Element, text: str) 
         ) from None
 
 
-def _typed_rows(plan: _RowPlan, rows: Iterable[etree._Element]) -> list[Any]:
+def _typed_rows(
+    plan: _RowPlan, rows: Iterable[etree._Element], times: dict[str, Any] | None = None
+) -> list[Any]:
     """The typed rows of list row elements, in one pass over their children.
 
     The same values as ``_convert`` on each column's whole text (``_text``): the usual texts take
-    a fast path (a time met before in this call, a status by its digits, an int() that takes
-    it), every other one goes through ``_convert``.
+    a fast path (a time met before in this document, a status by its digits, an int() that takes
+    it), every other one goes through ``_convert``. ``times`` holds the times met so far, for a
+    document decoded in slices (RowStream); a new one otherwise.
     """
     name = plan.operation
     known = plan.by_tag.get
     make = plan.make
     blank: list[Any] = [None] * plan.width
-    times: dict[str, Any] = {}
+    if times is None:
+        times = {}
     out: list[Any] = []
     append = out.append
     for row in rows:
@@ -557,11 +561,14 @@ class RowStream:
         "_root",
         "_size",
         "_text",
+        "_times",
         "document",
     )
 
     def __init__(self, op: Operation, text: str, *, max_bytes: int) -> None:
         self._plan = _row_plan(op)
+        # The times met in every slice so far: a list's rows share timestamps across slices.
+        self._times: dict[str, Any] = {}
         self._head = text[:400]
         # Over the bound: refused before anything is parsed, as parse_xml does. A text that is
         # not ASCII is counted as its slices are encoded (counting first would encode it twice).
@@ -654,7 +661,7 @@ class RowStream:
             # Every row but the last has its end tag parsed; all of them once the parse is over.
             rows = list(root) if self._done else list(root)[:-1]
             count = len(rows)
-            batch = _typed_rows(plan, rows) if count else []
+            batch = _typed_rows(plan, rows, self._times) if count else []
             del rows  # no proxy left, so removing the elements frees them
             if count:
                 del root[:count]
