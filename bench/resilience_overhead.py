@@ -10,6 +10,9 @@ them alike:
 - ``retry+logs``: the same with structlog configured at INFO to a null sink (no processors, a
   logger that drops what it gets): the library building and emitting its events, the call event
   kept and the per-attempt event filtered out by level;
+- ``retry+1 event``: ``retry+logs`` whose successful call emits one structlog event with no field
+  instead of the library's: the least any event per call costs through structlog, the floor
+  under ``retry+logs``;
 - ``retry+debug``: the same at DEBUG (both events kept);
 - ``retry+json``: for information, an application's pipeline, ``fibo_soap.logs.configure(json=
   True)`` (context variables, level, ISO timestamp, JSON) writing to a null stream: what that
@@ -161,6 +164,13 @@ class _BareCaller(Caller):
         return codec.decode_result(op, text, max_bytes=self._max_bytes)
 
 
+class _OneEventCaller(Caller):
+    """The default call path, whose successful call emits one bare structlog event."""
+
+    def _log_success(self, *_: Any) -> None:
+        self._events.get().info("fibo.call")
+
+
 def _facade(client: FiboClient, name: str) -> Callable[[], object]:
     if name == "About":
         return client.about
@@ -190,6 +200,7 @@ SETUPS: tuple[tuple[str, str, str | None], ...] = (
     ("retry=None", "none", None),
     ("retry", "retry", None),
     ("retry+logs", "retry", "INFO"),
+    ("retry+1 event", "one_event", "INFO"),
     ("retry+debug", "retry", "DEBUG"),
     ("retry+json", "retry", "JSON"),
 )
@@ -219,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
                 "bare": FiboClient(CLIENT_NO, PASSWORD, retry=None, **options),
                 "none": FiboClient(CLIENT_NO, PASSWORD, retry=None, **options),
                 "retry": FiboClient(CLIENT_NO, PASSWORD, **options),
+                "one_event": FiboClient(CLIENT_NO, PASSWORD, **options),
             }
+            # The same caller, its success event swapped for the bare one (no state added).
+            clients["one_event"]._caller.__class__ = _OneEventCaller
             bare = clients["bare"]
             bare._caller = _BareCaller(bare._protocols[0], bare.max_response_bytes)
             for name in ("About", "SendSMS"):

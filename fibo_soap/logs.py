@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
 from xml.sax.saxutils import escape
@@ -60,7 +60,7 @@ class EventLogger:
     when the configuration changes (``configure``, ``capture_logs``) and otherwise reuses it.
     """
 
-    __slots__ = ("_context", "_factory", "_logger", "_processors", "_wrapper", "debug")
+    __slots__ = ("_context", "_factory", "_fixed", "_logger", "_processors", "_wrapper", "debug")
 
     def __init__(self, **context: Any) -> None:
         self._context = context
@@ -68,6 +68,7 @@ class EventLogger:
         self._wrapper: Any = None
         self._factory: Any = None
         self._logger: Any = None
+        self._fixed: dict[Hashable, Any] = {}
         #: False when the logger in force drops debug events (so none need be built); valid
         #: after ``get()``.
         self.debug = True
@@ -105,8 +106,31 @@ class EventLogger:
             except Exception:  # noqa: BLE001 - a custom wrapper: assume it wants everything
                 debug = True
         self._logger, self.debug = logger, debug
+        self._fixed = {}
         self._processors, self._wrapper, self._factory = processors, wrapper, factory
         return logger
+
+    def fixed(self, key: Hashable) -> Any:
+        """The logger ``fix`` kept under ``key``, or None. Valid after ``get()``, which lets go
+        of them all when the configuration changes."""
+        return self._fixed.get(key)
+
+    def fix(self, key: Hashable, **fields: Any) -> Any:
+        """The logger in force with ``fields`` bound, kept under ``key``.
+
+        The fields of an event that repeat from call to call (operation, protocol, outcome) are
+        bound once: structlog then copies them as one dict instead of taking each as a keyword
+        through its wrapper, its processor chain and the logger, on every event.
+        """
+        if len(self._fixed) >= _FIXED_MOST:
+            self._fixed.clear()
+        logger = self._fixed[key] = self.get().bind(**fields)
+        return logger
+
+
+#: Loggers with fixed fields one ``EventLogger`` keeps at most (their keys come from a few
+#: operations, protocols and outcomes; the bound only guards against an unexpected spread).
+_FIXED_MOST = 256
 
 
 def enabled() -> bool:

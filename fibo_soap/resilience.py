@@ -685,31 +685,22 @@ class BaseCaller(Generic[ProtoT]):
                 outcome=outcome,
                 guids=len(guids),
             )
+        key = (op.name, protocol, code, outcome)
+        fixed = events.fixed(key)
+        if fixed is None:
+            fixed = events.fix(
+                key,
+                operation=op.name,
+                protocol=protocol,
+                attempts=1,
+                http_status=200,
+                fibo_code=code,
+                outcome=outcome,
+            )
         if op.sends:
-            log.info(
-                "fibo.call",
-                operation=op.name,
-                protocol=protocol,
-                attempts=1,
-                duration_ms=ms,
-                http_status=200,
-                fibo_code=code,
-                outcome=outcome,
-                guids=len(guids),
-                **self._about(op, wire),
-            )
+            fixed.info("fibo.call", duration_ms=ms, guids=len(guids), **self._about(op, wire))
         else:
-            log.info(
-                "fibo.call",
-                operation=op.name,
-                protocol=protocol,
-                attempts=1,
-                duration_ms=ms,
-                http_status=200,
-                fibo_code=code,
-                outcome=outcome,
-                guids=len(guids),
-            )
+            fixed.info("fibo.call", duration_ms=ms, guids=len(guids))
 
     def _log_attempt(
         self,

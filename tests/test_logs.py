@@ -480,3 +480,29 @@ def test_event_logger_follows_the_configuration() -> None:
     assert [e["event"] for e in first] == ["one"]
     assert [e["event"] for e in second] == ["two"]
     assert events.bind(request_id="r").context == {"client_no": "C1", "request_id": "r"}
+
+
+def test_fixed_fields_follow_the_configuration_and_the_call(emu: Emulator) -> None:
+    client = emu.client(protocols=("get",), retry=FAST)
+    for _ in range(2):  # the second configuration must not get the first one's loggers
+        with capture_logs() as captured:
+            client.send_sms(PHONE, TEXT)
+            client.about()
+        calls = [
+            (e["operation"], e["fibo_code"], e.get("phone"))
+            for e in captured
+            if e["event"] == "fibo.call"
+        ]
+        assert calls == [("SendSMS", 200, "0909***628"), ("About", None, None)]
+
+
+def test_an_event_logger_keeps_a_bounded_number_of_fixed_loggers() -> None:
+    events = logs.EventLogger(client_no="C1")
+    count = logs._FIXED_MOST + 5
+    with capture_logs() as captured:
+        events.get()
+        for n in range(count):
+            events.fix(n, n=n).info("e")
+        assert events.fixed(0) is None  # all let go when the bound was reached
+        assert events.fixed(count - 1) is not None
+    assert [(e["client_no"], e["n"]) for e in captured] == [("C1", n) for n in range(count)]
