@@ -288,6 +288,22 @@ def test_the_stream_yields_the_rows_before_a_fault_then_raises_naming_the_operat
         decode_result(SENT, text)
 
 
+def test_a_stream_parses_each_time_text_once_across_its_slices() -> None:
+    # 600 rows over 60 distinct CreatedDate texts, read a few rows per slice: a time met in an
+    # earlier slice is not parsed again (the cost of a list is in its rows' conversions).
+    text = _sent_document(600)
+    with (
+        mock.patch.object(codec, "_PULL_CHUNK", 1024),
+        mock.patch.object(codec, "parse_time", wraps=codec.parse_time) as parse_time,
+    ):
+        decoded = decode_result(streamed(SENT), text)
+        assert isinstance(decoded, RowStream)
+        batches = list(decoded.batches())
+    assert len(batches) > 60
+    assert sum(len(batch) for batch in batches) == 600
+    assert parse_time.call_count == 60
+
+
 def test_a_bad_value_far_into_a_stream_is_a_protocol_error_naming_the_element() -> None:
     text = _sent_document(
         2_000, "<SMSLIST><CreatedDate>31/02/2009(16:37:00)</CreatedDate></SMSLIST>"
