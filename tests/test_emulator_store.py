@@ -789,6 +789,30 @@ def test_ids_and_reads_inside_a_batch_are_as_without_one(tmp_path: Path) -> None
         assert [s.guid for s in batched.outgoing()] == [s.guid for s in plain.outgoing()]
 
 
+def test_a_batch_of_more_rows_than_one_insert_takes_stores_each_as_without_one(
+    tmp_path: Path,
+) -> None:
+    # The deferred rows are written many to a statement (store._INSERT_CHUNK): single sends and
+    # lists that straddle the statements' boundaries land whole, in order, column for column.
+    def script(store: Store) -> list[object]:
+        seen: list[object] = []
+        for n in range(40):
+            seen.append(send(store, [msg(n, guid=f"s{n}", sender_name="Brand")]).ids)
+        seen.append(send(store, [msg(100 + n, guid=f"l{n}") for n in range(45)]).ids)
+        return seen
+
+    with Store(tmp_path / "plain.sqlite3") as plain, Store(tmp_path / "batch.sqlite3") as batched:
+        seed(plain)
+        seed(batched)
+        expected = script(plain)
+        with batched.batch():
+            got = script(batched)
+        assert got == expected
+        assert batched.outgoing() == plain.outgoing()
+        assert len(plain.outgoing()) == 85
+        assert batched.balance("C1", HOSTING) == plain.balance("C1", HOSTING) == 15
+
+
 def test_an_exception_out_of_a_batch_rolls_every_call_back(store: Store) -> None:
     def interrupted() -> None:
         with store.batch():
