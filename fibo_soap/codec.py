@@ -102,7 +102,10 @@ def _failure(parser: etree._FeedParser) -> Any:
     # lxml returns some documents that libxml2 reported errors in (an undeclared namespace
     # prefix, when a warning comes after it): such a tree has tags like "soap:Envelope" that
     # lxml's own QName refuses. Not namespace-well-formed, so not XML we take.
-    return next((e for e in parser.error_log if e.level >= etree.ErrorLevels.ERROR), None)
+    log = parser.error_log  # a copy, made on each read
+    if not log:
+        return None  # nearly every document: no generator to make
+    return next((e for e in log if e.level >= etree.ErrorLevels.ERROR), None)
 
 
 def _has_doctype(root: etree._Element) -> bool:

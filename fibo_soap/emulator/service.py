@@ -124,7 +124,7 @@ class FiboService:
     def __init__(self, store: Store, clock: Clock, *, delivery_delay: float = 1.0) -> None:
         self.store = store
         self.clock = clock
-        self.delivery_delay = delivery_delay
+        self.delivery_delay = delivery_delay  # the setter below
         self._handlers: dict[str, Callable[[str, Mapping[str, str | None], str], str | int]] = {
             "GetClientBalance": self._balance,
             "GetListSMSHostingWithBalance": self._hosting,
@@ -141,6 +141,18 @@ class FiboService:
             "GetCommingSMSList": self._incoming_list,
             "GetClientCommingSMSNotDividePage": self._incoming_range,
         }
+
+    @property
+    def delivery_delay(self) -> float:
+        """Seconds from accepted to final (Sending after half of it)."""
+        return self._delivery_delay
+
+    @delivery_delay.setter
+    def delivery_delay(self, seconds: float) -> None:
+        # Every send adds these to its now: made once here, not per message.
+        self._delivery_delay = seconds
+        self._final_after = timedelta(seconds=seconds)
+        self._sending_after = self._final_after / 2
 
     def call(self, op: Operation, params: Mapping[str, str | None], protocol: str) -> str | int:
         """The result of one method call: the text (or int) inside ``<OpResult>``/``<string>``."""
@@ -285,8 +297,7 @@ class FiboService:
         if item.refused:
             # Bulk sends do not refuse numbers up front; such messages fail at once.
             return SmsStatus.TO_NUMBER_NOT_CORRECT, now, now
-        delay = timedelta(seconds=self.delivery_delay)
-        return final_status(item.phone), now + delay / 2, now + delay
+        return final_status(item.phone), now + self._sending_after, now + self._final_after
 
     # --- reads -----------------------------------------------------------------------------
 
