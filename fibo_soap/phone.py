@@ -227,10 +227,9 @@ _VN_PLAIN = re.compile(r"(0|\+84|84)([1-9][0-9]*)")
 class _VnMobiles:
     """What phonenumbers' VN metadata says a valid mobile national number looks like."""
 
-    lengths: frozenset[int]  # lengths of a mobile national significant number
-    general: re.Pattern[str]  # a valid number of any type
-    mobile: re.Pattern[str]
-    other: tuple[tuple[frozenset[int], re.Pattern[str]], ...]  # types checked before mobile
+    # By length of a mobile national significant number: the one pattern a valid mobile number
+    # of that length matches whole (see _mobile_test).
+    valid: dict[int, re.Pattern[str]]
     longest_number: int  # digits of the longest national number of any type
 
 
@@ -258,19 +257,40 @@ def _vn_mobiles() -> _VnMobiles | None:
         metadata.uan,
         metadata.voicemail,
     )
-    other = tuple(
-        (frozenset(desc.possible_length or ()), re.compile(desc.national_number_pattern))
+    other = [
+        (frozenset(desc.possible_length or ()), desc.national_number_pattern)
         for desc in earlier
         if desc is not None and desc.national_number_pattern
+    ]
+    lengths = frozenset(n for n in mobile.possible_length or () if n > 0) & frozenset(
+        general.possible_length or ()
     )
-    return _VnMobiles(
-        lengths=frozenset(n for n in mobile.possible_length or () if n > 0)
-        & frozenset(general.possible_length or ()),
-        general=re.compile(general.national_number_pattern),
-        mobile=re.compile(mobile.national_number_pattern),
-        other=other,
-        longest_number=max(general.possible_length or (0,)),
-    )
+    try:
+        valid = {
+            length: _mobile_test(
+                general.national_number_pattern,
+                mobile.national_number_pattern,
+                [pattern for kinds, pattern in other if not kinds or length in kinds],
+            )
+            for length in lengths
+        }
+    except re.error:
+        return None  # a pattern that cannot be nested (an inline flag): phonenumbers decides
+    return _VnMobiles(valid=valid, longest_number=max(general.possible_length or (0,)))
+
+
+def _mobile_test(general: str, mobile: str, earlier: list[str]) -> re.Pattern[str]:
+    """One pattern whose fullmatch is ``general.fullmatch and mobile.fullmatch and no earlier
+    pattern's fullmatch``: one regex call per number rather than one per pattern.
+
+    Each lookahead is anchored at the end (``\\Z``), so it holds exactly when its pattern matches
+    the whole number; the mobile pattern, last, is the fullmatch's own. phonenumbers' patterns
+    hold no backreference that the grouping could renumber.
+    """
+    test = f"(?=(?:{general})\\Z)"
+    if earlier:
+        test += "(?!(?:" + "|".join(f"(?:{pattern})" for pattern in earlier) + ")\\Z)"
+    return re.compile(f"{test}(?:{mobile})")
 
 
 def _fast_vietnamese(phone: str, region: str, wire: WireFormat) -> str | None:
@@ -288,18 +308,18 @@ def _fast_vietnamese(phone: str, region: str, wire: WireFormat) -> str | None:
     if plain is None:
         return None
     rules = _vn_mobiles()
+    if rules is None:
+        return None
     head, nsn = plain.groups()
-    if rules is None or len(nsn) not in rules.lengths:
+    test = rules.valid.get(len(nsn))
+    if test is None:
         return None
     # Without a plus, phonenumbers reads a leading 84 as the country code only when the digits
     # are too long for a national number; otherwise they are a national number starting 84.
     if head == "84" and len(phone) <= rules.longest_number:
         return None
-    if rules.general.fullmatch(nsn) is None or rules.mobile.fullmatch(nsn) is None:
+    if test.fullmatch(nsn) is None:
         return None
-    for lengths, pattern in rules.other:
-        if (not lengths or len(nsn) in lengths) and pattern.fullmatch(nsn) is not None:
-            return None
     return ("0" if wire is WireFormat.NATIONAL else "84") + nsn
 
 
