@@ -925,4 +925,6 @@ def _code(decoded: codec.Decoded | None) -> tuple[int | None, str]:
 
 
 def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
+    # Milliseconds to three decimals, cut at the whole microsecond rather than rounded: a third
+    # of round(…, 3)'s cost, which goes through a decimal string.
+    return int((time.perf_counter() - started) * 1_000_000) / 1000
