@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -768,6 +769,22 @@ def test_a_deferred_insert_that_fails_rolls_the_whole_batch_back(store: Store) -
     assert len(store.outgoing()) == 1
 
 
+@contextmanager
+def plain_and_batched(
+    tmp_path: Path, script: Callable[[Store], list[object]]
+) -> Iterator[tuple[Store, Store]]:
+    """Two seeded stores after ``script``: one ran it call by call, the other inside one batch,
+    and the script saw the same results in both."""
+    with Store(tmp_path / "plain.sqlite3") as plain, Store(tmp_path / "batch.sqlite3") as batched:
+        seed(plain)
+        seed(batched)
+        expected = script(plain)
+        with batched.batch():
+            got = script(batched)
+        assert got == expected
+        yield plain, batched
+
+
 def test_ids_and_reads_inside_a_batch_are_as_without_one(tmp_path: Path) -> None:
     def script(store: Store) -> list[object]:
         seen: list[object] = [send(store, [msg(1, guid="a")]).ids]
@@ -779,13 +796,7 @@ def test_ids_and_reads_inside_a_batch_are_as_without_one(tmp_path: Path) -> None
         seen.append(store.balance("C1", HOSTING))
         return seen
 
-    with Store(tmp_path / "plain.sqlite3") as plain, Store(tmp_path / "batch.sqlite3") as batched:
-        seed(plain)
-        seed(batched)
-        expected = script(plain)
-        with batched.batch():
-            got = script(batched)
-        assert got == expected
+    with plain_and_batched(tmp_path, script) as (plain, batched):
         assert [s.guid for s in batched.outgoing()] == [s.guid for s in plain.outgoing()]
 
 
@@ -801,13 +812,7 @@ def test_a_batch_of_more_rows_than_one_insert_takes_stores_each_as_without_one(
         seen.append(send(store, [msg(100 + n, guid=f"l{n}") for n in range(45)]).ids)
         return seen
 
-    with Store(tmp_path / "plain.sqlite3") as plain, Store(tmp_path / "batch.sqlite3") as batched:
-        seed(plain)
-        seed(batched)
-        expected = script(plain)
-        with batched.batch():
-            got = script(batched)
-        assert got == expected
+    with plain_and_batched(tmp_path, script) as (plain, batched):
         assert batched.outgoing() == plain.outgoing()
         assert len(plain.outgoing()) == 85
         assert batched.balance("C1", HOSTING) == plain.balance("C1", HOSTING) == 15
