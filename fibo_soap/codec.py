@@ -130,33 +130,33 @@ def parse_xml(data: bytes | str, *, max_bytes: int = MAX_XML_BYTES) -> etree._El
     Raises ResponseTooLargeError past ``max_bytes`` and ProtocolError for anything that is not a
     plain, well-formed document (a DOCTYPE of any kind is refused: nothing FIBO sends has one).
     """
-    size = len(data.encode("utf-8")) if isinstance(data, str) else len(data)
-    if size > max_bytes:
+    # A text is encoded once, and its bytes are both what is counted and what is parsed.
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if len(raw) > max_bytes:
         raise ResponseTooLargeError(
-            f"XML document of {size} bytes exceeds the bound of {max_bytes} bytes",
-            excerpt=excerpt(data[:400]),
+            f"XML document of {len(raw)} bytes exceeds the bound of {max_bytes} bytes",
+            excerpt=excerpt(raw[:400]),
         )
-    if isinstance(data, str):
-        # lxml refuses str input that declares an encoding; the text is already decoded.
-        data = data.encode("utf-8")
-        if data.startswith(b"<?xml"):
-            end = data.find(b"?>")
-            data = data[end + 2 :] if end != -1 else data
+    if isinstance(data, str) and raw.startswith(b"<?xml"):
+        # lxml refuses str input that declares an encoding; the text is already decoded, so
+        # its declaration goes.
+        end = raw.find(b"?>")
+        raw = raw[end + 2 :] if end != -1 else raw
     parser = _parser()
     error: ProtocolError | None = None  # raised outside the except block: no lxml __context__
     try:
-        root = etree.fromstring(data, parser)
+        root = etree.fromstring(raw, parser)
     except etree.XMLSyntaxError as exc:
-        error = ProtocolError(f"malformed XML: {exc.msg}", excerpt=excerpt(data))
+        error = ProtocolError(f"malformed XML: {exc.msg}", excerpt=excerpt(raw))
     if error is not None:
         raise error
     failed = _failure(parser)
     if failed is not None:
-        raise ProtocolError(f"malformed XML: {failed.message}", excerpt=excerpt(data))
+        raise ProtocolError(f"malformed XML: {failed.message}", excerpt=excerpt(raw))
     if root is None:
-        raise ProtocolError("empty XML document", excerpt=excerpt(data))
+        raise ProtocolError("empty XML document", excerpt=excerpt(raw))
     if _has_doctype(root):
-        raise ProtocolError("XML with a DOCTYPE is refused", excerpt=excerpt(data))
+        raise ProtocolError("XML with a DOCTYPE is refused", excerpt=excerpt(raw))
     return root
 
 
