@@ -119,8 +119,8 @@ class EventLogger:
         """The logger in force with ``fields`` bound, kept under ``key``.
 
         The fields of an event that repeat from call to call (operation, protocol, outcome) are
-        bound once: structlog then copies them as one dict instead of taking each as a keyword
-        through its wrapper, its processor chain and the logger, on every event.
+        bound once: structlog then copies them as one dict on each event, instead of repacking
+        each as a keyword at every level of its wrapper's methods.
         """
         if len(self._fixed) >= _FIXED_MOST:
             self._fixed.clear()
