@@ -568,27 +568,20 @@ async def _body(request: Request, declared: str) -> bytes | None:
         return None
     # Read from receive directly: request.stream() is an async generator around the same loop.
     receive = request.receive
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientDisconnect
-    body: bytes = message.get("body", b"")
-    if len(body) > MAX_REQUEST_BYTES:
-        return None
-    if not message.get("more_body", False):
-        return body  # the usual request: its whole body in one message
-    chunks = [body]
-    size = len(body)
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > MAX_REQUEST_BYTES:
             return None
-        chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            # The usual request has its whole body in one message: no join.
+            return b"".join((*chunks, chunk)) if chunks else chunk
+        chunks.append(chunk)
 
 
 async def _json(request: Request) -> dict[str, Any]:
