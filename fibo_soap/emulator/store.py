@@ -338,9 +338,6 @@ class Store:
                 self._broken = exc
                 raise
 
-    def _commit(self) -> None:
-        _commit(self._conn)
-
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Runs the store calls made inside it (from this thread) in one transaction, one commit.
@@ -370,7 +367,7 @@ class Store:
                 self._conn.execute("ROLLBACK")
                 raise
             self._end_batch()
-            self._commit()
+            _commit(self._conn)
 
     def _end_batch(self) -> None:
         self._batching = False
@@ -576,25 +573,25 @@ class Store:
         with self._lock:
             if self._batching:
                 return self._submit_deferred(key, rows, charge, operation, protocol)
-        with self._lock, self._write() as conn:
-            if charge:
-                # The usual case in one statement: take the balance if it covers the batch.
-                taken = conn.execute(_TAKE_BALANCE, (count, *key, count)).rowcount
-                if taken != 1:
-                    return _refused(self._read_balance(key))
-            elif self._read_balance(key) is None:
-                return _NO_SERVICE_TYPE
-            if count == 1:
-                # The common single send: the new id read back rather than looked up.
-                new_id = conn.execute(_INSERT_SMS, (*key, *rows[0], operation, protocol)).lastrowid
-                return SubmitResult(accepted=True, reason="ok", ids=(int(new_id or 0),))
-            # Ids are assigned here rather than read back, which a many-row INSERT cannot do; the
-            # write lock taken by BEGIN IMMEDIATE keeps them ours.
-            first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sms").fetchone()[0]
-            _insert_with_ids(
-                conn, [(first + i, *key, *row, operation, protocol) for i, row in enumerate(rows)]
-            )
-            return SubmitResult(accepted=True, reason="ok", ids=tuple(range(first, first + count)))
+            with self._write() as conn:
+                if charge:
+                    # The usual case in one statement: take the balance if it covers the batch.
+                    taken = conn.execute(_TAKE_BALANCE, (count, *key, count)).rowcount
+                    if taken != 1:
+                        return _refused(self._read_balance(key))
+                elif self._read_balance(key) is None:
+                    return _NO_SERVICE_TYPE
+                if count == 1:
+                    # The common single send: the new id read back rather than looked up.
+                    new_id = conn.execute(
+                        _INSERT_SMS, (*key, *rows[0], operation, protocol)
+                    ).lastrowid
+                    return SubmitResult(accepted=True, reason="ok", ids=(int(new_id or 0),))
+                first = _free_id(conn)
+                _insert_with_ids(conn, _numbered(first, key, rows, operation, protocol))
+                return SubmitResult(
+                    accepted=True, reason="ok", ids=tuple(range(first, first + count))
+                )
 
     def _submit_deferred(
         self,
@@ -627,15 +624,13 @@ class Store:
         first = self._next_id
         if first is None:
             # Nothing else inserts sms rows while the batch holds the write lock.
-            first = self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sms").fetchone()[0]
+            first = _free_id(self._conn)
         self._next_id = first + count
         if count == 1:
             self._pending.append((first, *key, *rows[0], operation, protocol))
             # Positional: every single send makes one, and keywords cost it a third more.
             return SubmitResult(True, "ok", (first,))
-        self._pending += [
-            (first + i, *key, *row, operation, protocol) for i, row in enumerate(rows)
-        ]
+        self._pending += _numbered(first, key, rows, operation, protocol)
         return SubmitResult(accepted=True, reason="ok", ids=tuple(range(first, first + count)))
 
     def _read_balance(self, key: tuple[str, int]) -> int | None:
@@ -882,6 +877,20 @@ def _commit(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _free_id(conn: sqlite3.Connection) -> int:
+    """The id the next sms row takes. Ids are assigned, not read back (a many-row INSERT cannot
+    give them), under the write lock, which keeps them ours."""
+    return int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sms").fetchone()[0])
+
+
+def _numbered(
+    first: int, key: tuple[str, int], rows: list[tuple[Any, ...]], operation: str, protocol: str
+) -> list[tuple[Any, ...]]:
+    """Rows made by _row as _insert_with_ids takes them: id, account and service type first,
+    operation and protocol last."""
+    return [(first + i, *key, *row, operation, protocol) for i, row in enumerate(rows)]
 
 
 def _insert_with_ids(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
