@@ -156,36 +156,6 @@ def _read_request(conn: socket.socket) -> Received:
     return Received(head, body)
 
 
-class Listener:
-    """A loopback port that counts the connections made to it: a hostile document points its
-    external references here, and the test asserts nobody came."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._sock.getsockname()[1]}/x.dtd"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        _wake_and_close(self._sock)
-        self._thread.join(timeout=5)
-
-
 class ThreadedServer:
     """A listening socket on 127.0.0.1 whose connections are each served by ``serve`` in a thread
     of their own, until ``close``; ``connections`` counts them. A subclass sets what ``serve``
@@ -195,7 +165,8 @@ class ThreadedServer:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
         self.connections = 0
-        threading.Thread(target=self._accept_each, daemon=True).start()
+        self._thread = threading.Thread(target=self._accept_each, daemon=True)
+        self._thread.start()
 
     def _accept_each(self) -> None:
         while True:
@@ -211,7 +182,21 @@ class ThreadedServer:
         raise NotImplementedError
 
     def close(self) -> None:
-        self.sock.close()
+        """Stop accepting: the accepting thread wakes and ends."""
+        _wake_and_close(self.sock)
+        self._thread.join(timeout=5)
+
+
+class Listener(ThreadedServer):
+    """A loopback port that counts the connections made to it: a hostile document points its
+    external references here, and the test asserts nobody came."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/x.dtd"
+
+    def serve(self, conn: socket.socket) -> None:
+        conn.close()
 
 
 @dataclasses.dataclass
