@@ -983,11 +983,9 @@ def decode_soap_request(body: bytes, *, max_bytes: int = MAX_XML_BYTES) -> SoapR
         tag = child.tag
         if not isinstance(tag, str):
             continue  # a comment
-        if child.keys() or len(child):
-            params[tag.rpartition("}")[2]] = _parameter(child)
-        else:
-            # No attribute, so no xsi:nil; no child node, so the text is all of it.
-            params[tag.rpartition("}")[2]] = child.text or ""
+        # No attribute, so no xsi:nil; no child node, so the text is all of it.
+        plain = not child.keys() and not len(child)
+        params[tag.rpartition("}")[2]] = (child.text or "") if plain else _parameter(child)
     # As etree.QName(call).namespace and local_name(call) split it.
     tag = call.tag
     namespace = tag[1 : tag.index("}")] if tag.startswith("{") else ""
