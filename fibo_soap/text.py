@@ -50,6 +50,10 @@ GSM_EXTENSION = "\f^{}\\[~]|€"
 
 _GSM_ESCAPE = "\x1b"
 _GSM_COST = {ch: 1 for ch in GSM_BASIC if ch != _GSM_ESCAPE} | {ch: 2 for ch in GSM_EXTENSION}
+# Texts whose every character costs one unit: GSM-7 without the extension table, and UCS-2 within
+# the BMP. Most texts are one or the other, and their parts follow from their length alone.
+_GSM_ONE_UNIT = re.compile("[" + re.escape(GSM_BASIC.replace(_GSM_ESCAPE, "")) + "]*")
+_BEYOND_BMP = re.compile("[\U00010000-\U0010ffff]")
 
 _GSM7_SINGLE, _GSM7_PART = 160, 153
 _UCS2_SINGLE, _UCS2_PART = 70, 67
@@ -111,23 +115,43 @@ def segments(text: str) -> Segments:
     An empty text is one part of 0 characters in GSM-7: a handset sends an empty SMS as one
     message (:func:`prepare` refuses it before that).
     """
+    return Segments(*_cost(text))
+
+
+def _cost(text: str) -> tuple[Encoding, int, int, int]:
+    """What ``segments`` says of ``text``, as a tuple (``prepare`` needs only the parts)."""
+    if _GSM_ONE_UNIT.fullmatch(text):
+        return _by_length(Encoding.GSM7, len(text), _GSM7_SINGLE, _GSM7_PART)
     gsm = [_GSM_COST.get(ch, 0) for ch in text]
     if all(gsm):
         return _count(Encoding.GSM7, gsm, _GSM7_SINGLE, _GSM7_PART)
+    if _BEYOND_BMP.search(text) is None:
+        return _by_length(Encoding.UCS2, len(text), _UCS2_SINGLE, _UCS2_PART)
     ucs2 = [2 if ord(ch) > _BMP_END else 1 for ch in text]
     return _count(Encoding.UCS2, ucs2, _UCS2_SINGLE, _UCS2_PART)
 
 
-def _count(encoding: Encoding, units: list[int], single: int, per_part: int) -> Segments:
+def _by_length(
+    encoding: Encoding, total: int, single: int, per_part: int
+) -> tuple[Encoding, int, int, int]:
+    # One unit per character: no pair to keep whole, so every part but the last is full.
+    if total <= single:
+        return encoding, total, 1, single
+    return encoding, total, -(-total // per_part), per_part
+
+
+def _count(
+    encoding: Encoding, units: list[int], single: int, per_part: int
+) -> tuple[Encoding, int, int, int]:
     total = sum(units)
     if total <= single:
-        return Segments(encoding, total, 1, single)
+        return encoding, total, 1, single
     parts, used = 1, 0
     for unit in units:
         if used + unit > per_part:  # a two-unit character goes whole to the next part
             parts, used = parts + 1, 0
         used += unit
-    return Segments(encoding, total, parts, per_part)
+    return encoding, total, parts, per_part
 
 
 def strip_accents(text: str, *, all_scripts: bool = False) -> str:
@@ -225,20 +249,21 @@ def prepare(
         result = strip_accents(result)
     elif mode is Accents.STRIP_IF_SHORTER:
         stripped = strip_accents(result)
-        if segments(stripped).parts < segments(result).parts:
+        if _cost(stripped)[2] < _cost(result)[2]:
             result = stripped
-    cost = segments(result)
-    if cost.parts > max_parts:
-        unit = "GSM-7 septets" if cost.encoding is Encoding.GSM7 else "UCS-2 code units"
+    encoding, characters, parts, _ = _cost(result)
+    if parts > max_parts:
+        unit = "GSM-7 septets" if encoding is Encoding.GSM7 else "UCS-2 code units"
         raise MessageTooLongError(
-            f"message needs {cost.parts} SMS parts ({cost.characters} {unit}); "
-            f"the limit is {max_parts}",
+            f"message needs {parts} SMS parts ({characters} {unit}); the limit is {max_parts}",
             field="message",
         )
     return result
 
 
 def _check_accents(accents: Accents | str) -> Accents:
+    if accents.__class__ is Accents:  # the usual argument: no lookup by value
+        return accents
     try:
         return Accents(accents)
     except ValueError:

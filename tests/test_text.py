@@ -192,6 +192,23 @@ def test_gsm_segments_agree_with_an_independent_count(text: str) -> None:
     assert result.characters == len(text) + sum(ch in GSM_TWO_SEPTETS for ch in text)
 
 
+@pytest.mark.parametrize("length", [0, 1, 70, 71, 134, 135, 160, 161, 306, 307, 459, 460, 766])
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "a",  # GSM-7, one septet each
+        "ê",  # UCS-2 within the BMP
+        pytest.param("aê", id="mixed"),
+    ],
+)
+def test_one_unit_texts_at_the_part_boundaries(unit: str, length: int) -> None:
+    # Texts whose characters all cost one unit are counted from their length alone: the
+    # boundaries of single and concatenated parts must fall where a sender cuts them.
+    text = (unit * length)[:length]
+    result = segments(text)
+    assert (result.encoding, result.characters, result.parts) == independent_count(text)
+
+
 @PROPERTY
 @given(text=vietnamese_text | emoji_text)
 def test_vietnamese_segments_agree_with_an_independent_count(text: str) -> None:
