@@ -66,6 +66,8 @@ ITERATORS = ("iterator", "iterator_soap11")
 ITERATOR_COMPANIONS = ("iterator_soap11", "iter_codec", "iter_text")
 #: Fresh processes per memory case in the full run (the median is kept); 1M rows gets one.
 MEMORY_REPEATS = 3
+#: Sizes up to this many rows are decoded this many times more often than the plan's reps.
+_SMALL_ROWS, _SMALL_REPS = 10_000, 5
 
 
 def fetch(base: str, rows: int) -> bytes:
@@ -240,7 +242,12 @@ def throughput(
             order = list(names)
             # The big sizes get fewer reps (one 1M-row decode takes seconds), but never fewer
             # than three (one in the quick plan) for a median: the budget cuts only beyond that.
-            wanted = reps if rows < 1_000_000 else max(1, min(reps, 3))
+            # The small ones get more: a call of a few milliseconds moves by several percent
+            # from one to the next, and their reps cost little.
+            if rows >= 1_000_000:
+                wanted = max(1, min(reps, 3))
+            else:
+                wanted = reps * _SMALL_REPS if rows <= _SMALL_ROWS else reps
             least = min(wanted, 3 if reps >= 5 else 1)
             done = 0
             while done < wanted and (done < least or time.perf_counter() - started < budget):
