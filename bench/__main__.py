@@ -35,6 +35,8 @@ from bench.common import ROOT, load, machine, pin_client, verdict
 from bench.wire import can_pin, serve
 
 SECTIONS = ("percall", "bulk", "startup", "concurrency", "profile")
+#: The decode section's paths through FiboClient, lists and iterators, that target 3 judges.
+_CLIENT_PATHS = ("client_get", "client_soap11", "iterator", "iterator_soap11")
 
 QUICK: dict[str, Any] = {
     "percall": {"rounds": 20, "calls": 80, "budget": 20.0},
@@ -241,18 +243,18 @@ def summary(report: dict[str, Any]) -> list[dict[str, Any]]:
         slowest = (
             min(
                 (cell["mb_s"], f"{name} at {int(rows_):,} rows")
-                for name in ("client_get", "client_soap11")
+                for name in _CLIENT_PATHS
                 for rows_, cell in cells.get(name, {}).items()
                 if cell.get("mb_s")
             )
-            if any(cells.get(n) for n in ("client_get", "client_soap11"))
+            if any(cells.get(n) for n in _CLIENT_PATHS)
             else (float("nan"), "")
         )
         rows.append(
             {
                 "target": "3. typed rows ≥ 50 MB/s at every size, no failure",
                 "measured": f"slowest {slowest[0]:.1f} MB/s ({slowest[1]})",
-                "ok": t["client_get"]["ok"] and t["client_soap11"]["ok"],
+                "ok": all(t[name]["ok"] for name in _CLIENT_PATHS if name in t),
             }
         )
         iterator = sections["bulk"]["iterator"]
@@ -267,7 +269,8 @@ def summary(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "measured": (f"worst peak {max(peaks):.1f}× reply" if peaks else "no memory case")
                 if iterator
                 else "no iter_sent_list on FiboClient",
-                "ok": t["iterator_memory"]["ok"] and t["iterator"]["ok"],
+                # Its speed is the row above's: here only that it streams within the bound.
+                "ok": t["iterator_memory"]["ok"],
                 "verdict": None if iterator else "MISSING",
             }
         )
