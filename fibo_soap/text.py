@@ -121,31 +121,27 @@ def segments(text: str) -> Segments:
 def _cost(text: str) -> tuple[Encoding, int, int, int]:
     """What ``segments`` says of ``text``, as a tuple (``prepare`` needs only the parts)."""
     if _GSM_ONE_UNIT.fullmatch(text):
-        return _by_length(Encoding.GSM7, len(text), _GSM7_SINGLE, _GSM7_PART)
+        return _parts(Encoding.GSM7, len(text), None)
     gsm = [_GSM_COST.get(ch, 0) for ch in text]
     if all(gsm):
-        return _count(Encoding.GSM7, gsm, _GSM7_SINGLE, _GSM7_PART)
+        return _parts(Encoding.GSM7, sum(gsm), gsm)
     if _BEYOND_BMP.search(text) is None:
-        return _by_length(Encoding.UCS2, len(text), _UCS2_SINGLE, _UCS2_PART)
+        return _parts(Encoding.UCS2, len(text), None)
     ucs2 = [2 if ord(ch) > _BMP_END else 1 for ch in text]
-    return _count(Encoding.UCS2, ucs2, _UCS2_SINGLE, _UCS2_PART)
+    return _parts(Encoding.UCS2, sum(ucs2), ucs2)
 
 
-def _by_length(
-    encoding: Encoding, total: int, single: int, per_part: int
+def _parts(
+    encoding: Encoding, total: int, units: list[int] | None
 ) -> tuple[Encoding, int, int, int]:
-    # One unit per character: no pair to keep whole, so every part but the last is full.
+    """The cost of a text of ``total`` units, ``units`` per character (None: one each)."""
+    single, per_part = (
+        (_GSM7_SINGLE, _GSM7_PART) if encoding is Encoding.GSM7 else (_UCS2_SINGLE, _UCS2_PART)
+    )
     if total <= single:
         return encoding, total, 1, single
-    return encoding, total, -(-total // per_part), per_part
-
-
-def _count(
-    encoding: Encoding, units: list[int], single: int, per_part: int
-) -> tuple[Encoding, int, int, int]:
-    total = sum(units)
-    if total <= single:
-        return encoding, total, 1, single
+    if units is None:  # no pair to keep whole: every part but the last is full
+        return encoding, total, -(-total // per_part), per_part
     parts, used = 1, 0
     for unit in units:
         if used + unit > per_part:  # a two-unit character goes whole to the next part
@@ -247,11 +243,13 @@ def prepare(
     result = unicodedata.normalize("NFC", text)
     if mode is Accents.STRIP:
         result = strip_accents(result)
-    elif mode is Accents.STRIP_IF_SHORTER:
+    cost = _cost(result)
+    if mode is Accents.STRIP_IF_SHORTER:
         stripped = strip_accents(result)
-        if _cost(stripped)[2] < _cost(result)[2]:
-            result = stripped
-    encoding, characters, parts, _ = _cost(result)
+        stripped_cost = _cost(stripped)
+        if stripped_cost[2] < cost[2]:
+            result, cost = stripped, stripped_cost
+    encoding, characters, parts, _ = cost
     if parts > max_parts:
         unit = "GSM-7 septets" if encoding is Encoding.GSM7 else "UCS-2 code units"
         raise MessageTooLongError(
