@@ -31,7 +31,7 @@ from pathlib import Path
 PASSWORD = "bench-secret"
 BALANCE = 1_000_000_000
 
-_SOAP_LUA = """
+SOAP_LUA = """
 local counter = 0
 local thread_id = 0
 function setup(thread)
@@ -55,7 +55,7 @@ request = function()
 end
 """
 
-_GET_LUA = """
+GET_LUA = """
 local counter = 0
 local thread_id = 0
 function setup(thread)
@@ -72,13 +72,13 @@ end
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _wait(url: str) -> None:
+def wait_up(url: str) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -89,7 +89,17 @@ def _wait(url: str) -> None:
     raise RuntimeError(f"the emulator did not come up at {url}")
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def set_balance(base: str, balance: int) -> None:
+    """Give the seeded account ``balance`` messages of service type 1 (the admin API)."""
+    request = urllib.request.Request(
+        f"{base}/_emulator/balance",
+        data=json.dumps({"client_no": "CL0001", "service_type": 1, "balance": balance}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=5).close()
+
+
+def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process so far (Linux), None where /proc cannot say."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -99,7 +109,7 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _wrk(url: str, script: Path | None, seconds: int, connections: int) -> tuple[float, int, int]:
+def wrk(url: str, script: Path | None, seconds: int, connections: int) -> tuple[float, int, int]:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script is not None:
         command += ["-s", str(script)]
@@ -131,14 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     from fibo_soap.wsdl import wsdl_namespace
 
     namespace = wsdl_namespace()
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.sqlite"
         scripts: dict[tuple[str, int], Path] = {}
         for run in range(args.runs):
             # Each run is a new wrk whose counters start again: the run number keeps GUIDs apart.
-            for name, lua in (("soap", _SOAP_LUA), ("get", _GET_LUA)):
+            for name, lua in (("soap", SOAP_LUA), ("get", GET_LUA)):
                 path = Path(tmp) / f"{name}-{run}.lua"
                 text = lua.replace("NAMESPACE", namespace).replace("PASSWORD", PASSWORD)
                 path.write_text(text.replace("RUN", str(run)))
@@ -153,15 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             server_cmd = ["taskset", "-c", "0", *server_cmd]
         server = subprocess.Popen(server_cmd)
         try:
-            _wait(f"{base}/_emulator/hello")
-            request = urllib.request.Request(
-                f"{base}/_emulator/balance",
-                data=json.dumps(
-                    {"client_no": "CL0001", "service_type": 1, "balance": BALANCE}
-                ).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            urllib.request.urlopen(request, timeout=5).close()
+            wait_up(f"{base}/_emulator/hello")
+            set_balance(base, BALANCE)
             rates: dict[str, list[float]] = {"hello": [], "get": [], "soap11": []}
             cpu_us: dict[str, list[float]] = {"hello": [], "get": [], "soap11": []}
             sent = 0
@@ -173,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                     ("get", base, scripts["get", run]),
                     ("soap11", base, scripts["soap", run]),
                 ):
-                    before = _cpu_seconds(server.pid)
-                    rate, total, failed = _wrk(url, script, args.seconds, args.connections)
-                    after = _cpu_seconds(server.pid)
+                    before = cpu_seconds(server.pid)
+                    rate, total, failed = wrk(url, script, args.seconds, args.connections)
+                    after = cpu_seconds(server.pid)
                     rates[key].append(rate)
                     if before is not None and after is not None and total:
                         cpu_us[key].append((after - before) / total * 1e6)
