@@ -231,12 +231,12 @@ def logging_null(on: bool) -> None:
 def _validation_cost(loops: int, budget: float) -> float:
     """Seconds per call of what send_sms does before the wire: the phone and the text checked,
     and the GUID made (a GUID the caller gives is checked instead)."""
-    from fibo_soap import client, phone, text
+    from fibo_soap import models, phone, text
 
     def validate() -> None:
         phone.normalize(PHONE, region="VN", wire=phone.WireFormat.NATIONAL)
         text.prepare(MESSAGE, accents=text.Accents.KEEP, max_parts=5)
-        client._new_guid()
+        models.new_guid()
 
     blocks = [time_block(validate, loops, budget) for _ in range(5)]
     return statistics.median(b.wall for b in blocks)

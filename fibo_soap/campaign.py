@@ -71,7 +71,7 @@ from fibo_soap.errors import (
     InvalidInputError,
     MessageTooLongError,
 )
-from fibo_soap.models import BatchReceipt, Message, SmsStatus, SmsStatusRow
+from fibo_soap.models import BatchReceipt, Message, SmsStatus, SmsStatusRow, guid_text
 from fibo_soap.operations import MAX_MESSAGE_CHARS, TEST_SERVICE_TYPE
 
 if TYPE_CHECKING:
@@ -897,11 +897,8 @@ class SendPlan:
         """The GUID of the message at ``index``: the same in every run of this campaign,
         ``uuid5(campaign UUID, str(index))``."""
         # uuid.uuid5 without building UUID objects: this runs once per message.
-        raw = bytearray(hashlib.sha1(self._prefix + str(index).encode()).digest()[:16])  # noqa: S324 - RFC 4122 v5
-        raw[6] = (raw[6] & 0x0F) | 0x50
-        raw[8] = (raw[8] & 0x3F) | 0x80
-        h = raw.hex()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        digest = hashlib.sha1(self._prefix + str(index).encode()).digest()  # noqa: S324 - RFC 4122 v5
+        return guid_text(digest, 5)
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -986,9 +986,9 @@ def _complete_incoming_status(incomplete: str) -> list[str]:
 
 
 def _new_guid() -> str:
-    import uuid
+    from fibo_soap.models import new_guid
 
-    return str(uuid.uuid4())
+    return new_guid()
 
 
 def _example(*lines: str) -> str:

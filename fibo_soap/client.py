@@ -19,7 +19,6 @@ import functools
 import inspect
 import itertools
 import os
-import uuid
 from collections import Counter
 from collections.abc import (
     AsyncIterator,
@@ -70,6 +69,7 @@ from fibo_soap.models import (
     SmsStatus,
     SmsStatusRow,
     StatusDocument,
+    new_guid,
 )
 from fibo_soap.operations import (
     MAX_MESSAGE_CHARS,
@@ -110,10 +110,6 @@ DateLike = date | datetime
 P = ParamSpec("P")
 T = TypeVar("T")
 C = TypeVar("C", bound=BaseCaller[Any])
-
-
-def _new_guid() -> str:
-    return str(uuid.uuid4())
 
 
 class FacadeMethod(Generic[P, T]):
@@ -244,7 +240,7 @@ class _Client(Generic[C]):
                 f"soap_engine must be 'fast' or 'zeep', not {soap_engine!r}", field="soap_engine"
             )
         self._soap_engine: SoapEngine = soap_engine
-        self._new_guid = guid_factory or _new_guid
+        self._new_guid = guid_factory or new_guid
         connect, read = (
             timeout if isinstance(timeout, tuple) else (DEFAULT_CONNECT_TIMEOUT, timeout)
         )
