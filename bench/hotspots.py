@@ -68,7 +68,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("  FiboClient.send_sms (its frame)", "fibo_soap/client.py", ("send_sms",)),
     ("  validation: phone.normalize", "fibo_soap/phone.py", ("normalize",)),
     ("  validation: text.prepare", "fibo_soap/text.py", ("prepare",)),
-    ("  GUID: uuid.uuid4", "uuid.py", ("uuid4",)),
+    ("  GUID: models.new_guid", "fibo_soap/models.py", ("new_guid",)),
     ("  resilience: the attempt loop", "fibo_soap/resilience.py", ("call", "run")),
     ("    SoapProtocol.call (engine + transport)", "fibo_soap/protocols/soap.py", ("call",)),
     ("      fast engine: write the envelope", "fibo_soap/protocols/soap.py", ("request",)),
