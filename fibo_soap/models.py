@@ -1,4 +1,5 @@
-"""Typed results and inputs: frozen dataclasses for rows, IntEnums for statuses.
+"""Typed results and inputs: frozen dataclasses for rows, IntEnums for statuses, and the GUIDs
+that name messages.
 
 Times are timezone-aware, in Vietnam time (UTC+7), as FIBO writes them. A field the service left out
 is ``None``.
