@@ -67,7 +67,7 @@ ROWS_RULES: Rules = (
     ("second parse: the result document (libxml2)", ("decode_result (",)),
     ("HTTP exchange: request bytes, socket, llhttp", ("fibo_soap/protocols/transport.py",)),
     ("request written, answer read (protocol)", ("fibo_soap/protocols/",)),
-    ("retries and flow (resilience, tenacity)", ("fibo_soap/resilience.py", "(tenacity/")),
+    ("retries and flow (resilience, tenacity)", ("fibo_soap/resilience.py", "tenacity/")),
     ("facade, models (client)", ("fibo_soap/client.py", "fibo_soap/models.py")),
 )
 EMULATOR_RULES: Rules = (
@@ -83,9 +83,9 @@ EMULATOR_RULES: Rules = (
     ),
     ("answer written (uvicorn, socket send)", ("RequestResponseCycle.send (",)),
     ("HTTP protocol (uvicorn, httptools): request read, keep-alive", ("HttpTools",)),
-    ("Starlette: router, middleware, Request, Response", ("(starlette/",)),
+    ("Starlette: router, middleware, Request, Response", ("starlette/",)),
     ("ASMX checks and dispatch (app)", ("fibo_soap/emulator/",)),
-    ("uvicorn: the ASGI cycle", ("(uvicorn/",)),
+    ("uvicorn: the ASGI cycle", ("uvicorn/",)),
 )
 #: Where a sample matches no rule.
 REST = "event loop, asyncio, interpreter"
