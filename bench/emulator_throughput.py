@@ -28,7 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-PASSWORD = "bench-secret"
+from bench.common import CLIENT_NO, PASSWORD, ROOT
+
 BALANCE = 1_000_000_000
 
 SOAP_LUA = """
@@ -72,6 +73,20 @@ end
 """
 
 
+def lua_script(lua: str, namespace: str, run: str) -> str:
+    """One of the wrk scripts above for the service's namespace; ``run`` keeps its GUIDs apart
+    from other runs'."""
+    return lua.replace("NAMESPACE", namespace).replace("PASSWORD", PASSWORD).replace("RUN", run)
+
+
+def serve_for_bench(port: int, db: str) -> None:
+    """The emulator as the benchmarks run it: the bench account's password, no delivery delay,
+    nothing announced."""
+    from fibo_soap.emulator import serve
+
+    serve(port=port, db=db, client_pass=PASSWORD, delivery_delay=0, announce=lambda *a: None)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -93,7 +108,7 @@ def set_balance(base: str, balance: int) -> None:
     """Give the seeded account ``balance`` messages of service type 1 (the admin API)."""
     request = urllib.request.Request(
         f"{base}/_emulator/balance",
-        data=json.dumps({"client_no": "CL0001", "service_type": 1, "balance": balance}).encode(),
+        data=json.dumps({"client_no": CLIENT_NO, "service_type": 1, "balance": balance}).encode(),
         headers={"Content-Type": "application/json"},
     )
     urllib.request.urlopen(request, timeout=5).close()
@@ -150,18 +165,16 @@ def main(argv: list[str] | None = None) -> int:
             # Each run is a new wrk whose counters start again: the run number keeps GUIDs apart.
             for name, lua in (("soap", SOAP_LUA), ("get", GET_LUA)):
                 path = Path(tmp) / f"{name}-{run}.lua"
-                text = lua.replace("NAMESPACE", namespace).replace("PASSWORD", PASSWORD)
-                path.write_text(text.replace("RUN", str(run)))
+                path.write_text(lua_script(lua, namespace, str(run)))
                 scripts[name, run] = path
         code = (
-            "from fibo_soap.emulator import serve;"
-            f"serve(port={port}, db={str(db)!r}, client_pass={PASSWORD!r}, delivery_delay=0,"
-            "announce=lambda *a: None)"
+            "from bench.emulator_throughput import serve_for_bench;"
+            f"serve_for_bench({port}, {str(db)!r})"
         )
         server_cmd = [sys.executable, "-c", code]
         if shutil.which("taskset"):
             server_cmd = ["taskset", "-c", "0", *server_cmd]
-        server = subprocess.Popen(server_cmd)
+        server = subprocess.Popen(server_cmd, cwd=ROOT)
         try:
             wait_up(f"{base}/_emulator/hello")
             set_balance(base, BALANCE)

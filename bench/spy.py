@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import CLIENT_CORE, PASSWORD, ROOT, table
+from bench.common import CLIENT_CORE, ROOT, table
 
 #: The rows of the ``rows`` case (where target 3 is missed).
 ROWS = 1_000
@@ -225,12 +225,12 @@ def _client_case(
 
 def server_worker(port: int, db: str, pidfile: Path) -> None:
     """The emulator as bench.emulator_throughput runs it, pinned to the other core."""
-    from fibo_soap.emulator import serve
+    from bench.emulator_throughput import serve_for_bench
 
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1 - CLIENT_CORE})
     pidfile.write_text(str(os.getpid()))
-    serve(port=port, db=db, client_pass=PASSWORD, delivery_delay=0, announce=lambda *a: None)
+    serve_for_bench(port, db)
 
 
 def _emulator_case(
@@ -242,8 +242,7 @@ def _emulator_case(
     script = None
     if case == "soap":
         script = tmp / "soap.lua"
-        lua = et.SOAP_LUA.replace("NAMESPACE", wsdl_namespace()).replace("PASSWORD", PASSWORD)
-        script.write_text(lua.replace("RUN", "spy"))
+        script.write_text(et.lua_script(et.SOAP_LUA, wsdl_namespace(), "spy"))
 
     def run(label: str, recorded: Path | None) -> tuple[float, int]:
         """A fresh server (under py-spy when ``recorded``) under wrk: CPU µs per request."""
