@@ -480,7 +480,12 @@ def hint_for(exc: BaseException, run: Run) -> str:
     if isinstance(exc, ConfigError):
         return "see `fibo-sms --help` for the settings and where they come from"
     if isinstance(exc, AmbiguousSendError):
-        guids = list(exc.guids) or run.in_flight
+        guids = list(exc.unknown) if exc.guids else run.in_flight
+        if exc.unsent and not guids:
+            return (
+                f"the gateway did not take {_shown(exc.unsent)}: they can be sent again with the "
+                "same GUIDs"
+            )
         if guids:
             return (
                 f"the gateway may have taken it: run `fibo-sms status {_shown(guids)}` before "
@@ -1683,13 +1688,20 @@ def _send_checked(
                     isinstance(exc, TransportError | ProtocolError)
                     and getattr(exc, "request_sent", True)
                 )
-                # AmbiguousSendError.guids are the messages whose fate is unknown; the others of
-                # the chunk were found at the gateway by the client's GetSMSStatus look-up.
-                unsure = set(exc.guids) if isinstance(exc, AmbiguousSendError) else set()
+                # An AmbiguousSendError names the messages of the chunk that the client's
+                # GetSMSStatus look-up found, and those it showed were not taken: only the rest
+                # are unknown.
+                found: set[str | None] = set()
+                absent: set[str | None] = set()
+                if isinstance(exc, AmbiguousSendError):
+                    found, absent = set(exc.accepted), set(exc.unsent)
                 for row, message in chunk:
-                    if unsure and message.guid not in unsure:
+                    if message.guid in found:
                         results[row.line] = _result(row, message.guid, "accepted")
                         results[row.line]["reason"] = "found at the gateway by GetSMSStatus"
+                    elif message.guid in absent:
+                        results[row.line] = _result(row, message.guid, "not_sent")
+                        results[row.line]["reason"] = "absent at the gateway (GetSMSStatus)"
                     else:
                         kind = "unknown" if unknown else "not_sent"
                         results[row.line] = _result(row, message.guid, kind)

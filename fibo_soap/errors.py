@@ -257,8 +257,11 @@ class ResponseTooLargeError(ProtocolError):
 class AmbiguousSendError(FiboError):
     """A send failed after the request went out: the gateway may or may not have taken it.
 
-    ``guids`` are the messages whose fate is unknown (empty for SendBulkSMS, which carries none);
-    ``cause`` is the failure seen.
+    ``guids`` are the messages not known to have been taken (empty for SendBulkSMS, which carries
+    none): look them up (get_sms_status) before sending them again. ``unsent`` is the part of them
+    that certainly was not taken (GetSMSStatus did not find them, and they were not sent again):
+    safe to send again as they are. ``accepted`` are the messages of the call that GetSMSStatus
+    found at the gateway. Its ``__cause__`` is the failure seen.
     """
 
     def __init__(
@@ -266,11 +269,21 @@ class AmbiguousSendError(FiboError):
         detail: str,
         *,
         guids: Sequence[str] = (),
+        accepted: Sequence[str] = (),
+        unsent: Sequence[str] = (),
         operation: str | None = None,
         protocol: str | None = None,
     ) -> None:
         self.guids = tuple(guids)
+        self.accepted = tuple(accepted)
+        self.unsent = tuple(unsent)
         super().__init__(detail, operation=operation, protocol=protocol)
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        """The messages whose fate is unknown: ``guids`` less ``unsent``."""
+        unsent = set(self.unsent)
+        return tuple(guid for guid in self.guids if guid not in unsent)
 
 
 _BY_CODE: dict[int, type[FiboCodeError]] = {

@@ -551,6 +551,7 @@ class BaseCaller(Generic[ProtoT]):
                 else "Check get_sent_list before sending them again."
             ),
             guids=st.pending,
+            accepted=st.confirmed,
             operation=st.op.name,
             protocol=proto_name,
         )
@@ -582,6 +583,7 @@ class BaseCaller(Generic[ProtoT]):
                 f"({type(lookup_error).__name__}: {lookup_error.detail}). Look the GUIDs up "
                 "(get_sms_status) before sending them again.",
                 guids=asked,
+                accepted=st.confirmed,
                 operation=st.op.name,
                 protocol=exc.protocol,
             )
@@ -612,6 +614,8 @@ class BaseCaller(Generic[ProtoT]):
             f"{len(st.confirmed)} of {len(st.guids)} messages reached the gateway; the request "
             "cannot be rebuilt for the others, which were not sent again.",
             guids=st.pending,
+            accepted=st.confirmed,
+            unsent=st.pending,
             operation=st.op.name,
             protocol=exc.protocol,
         )
@@ -635,8 +639,10 @@ class BaseCaller(Generic[ProtoT]):
             final = AmbiguousSendError(
                 f"{len(st.confirmed)} of {len(st.guids)} messages reached the gateway (found by "
                 f"GetSMSStatus); the other {len(st.pending)} did not and were not sent again "
-                f"({type(exc).__name__}: {exc.detail}). Their GUIDs are in .guids.",
+                f"({type(exc).__name__}: {exc.detail}). Their GUIDs are in .unsent.",
                 guids=st.pending,
+                accepted=st.confirmed,
+                unsent=st.pending,
                 operation=st.op.name,
                 protocol=exc.protocol,
             )

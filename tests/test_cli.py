@@ -6,6 +6,7 @@ code, the password never printed, and a 10,000-line bulk send with its progress 
 from __future__ import annotations
 
 import json
+import random
 import os
 import re
 import socket
@@ -1079,6 +1080,32 @@ def test_exit_9_bulk_send_reports_the_unknown_rows(
     document = json.loads(result.stdout)
     assert (document["unknown"], document["not_sent"], document["accepted"]) == (2, 2, 0)
     assert "fibo-sms sent" in error_doc(result)["hint"]
+
+
+def test_send_bulk_says_which_messages_of_a_broken_chunk_were_not_taken(
+    run: Runner, faults: Emulator, tmp_path: Path, restore_balance: None
+) -> None:
+    # The gateway already holds the chunk's first message. The first attempt is lost before it
+    # arrives, GetSMSStatus finds that message, and FIBO refuses the other two (104): they were
+    # certainly not taken, so they are not_sent, not unknown.
+    guids = [f"ffffffff-0000-4000-8000-{random.getrandbits(48):012x}" for _ in range(3)]
+    source = tmp_path / "partial.csv"
+    lines = [f"0912{i:06d},partial {i},{guid}\n" for i, guid in enumerate(guids)]
+    source.write_text("".join(lines), encoding="utf-8")
+    run.json("send", "--guid", guids[0], "0912000000", "partial 0")
+    faults.set_balance(1, 1)
+    faults.fault("close_before", method="SendSMSWithMultiMessage", times=1)
+    result = run("--json", "send-bulk", "--chunk-size", "3", str(source), code=9)
+    document = json.loads(result.stdout)
+    counts = faults.store.count_by_guid(faults.client_no)
+    held = {guid: counts.get(guid, 0) for guid in guids}
+    assert held == {guids[0]: 1, guids[1]: 0, guids[2]: 0}
+    results = {m["guid"]: m["result"] for m in document["messages"]}
+    assert results == {g: "accepted" if held[g] else "not_sent" for g in guids}
+    assert (document["accepted"], document["not_sent"], document["unknown"]) == (1, 2, 0)
+    hint = error_doc(result)["hint"]
+    assert "can be sent again" in hint
+    assert guids[1] in hint and guids[0] not in hint
 
 
 def test_exit_7_protocol(run: Runner, faults: Emulator) -> None:

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -564,8 +564,10 @@ def test_lookup_answered_with_a_fibo_code_makes_the_send_ambiguous() -> None:
         else:
             with pytest.raises(AmbiguousSendError) as caught:
                 caller.call(operation("SendSMS"), params, guids=("g1",))
-            assert caught.value.guids == ("g1",)
-            assert "GatewayError" in str(caught.value)
+            error = caught.value
+            assert error.guids == error.unknown == ("g1",)
+            assert (error.accepted, error.unsent) == ((), ())
+            assert "GatewayError" in str(error)
 
 
 def test_a_list_send_that_cannot_be_rebuilt_is_ambiguous() -> None:
@@ -581,9 +583,50 @@ def test_a_list_send_that_cannot_be_rebuilt_is_ambiguous() -> None:
             {"senderName": "n/a", "smsMessage": "<Document/>", "serviceType": "1"},
             guids=("g1", "g2"),
         )
-    assert caught.value.guids == ("g2",)
-    assert "cannot be rebuilt" in str(caught.value)
+    error = caught.value
+    # g1 was found; g2 was not, and was not sent again: certainly not taken, nothing unknown.
+    assert (error.guids, error.accepted, error.unsent, error.unknown) == (
+        ("g2",),
+        ("g1",),
+        ("g2",),
+        (),
+    )
+    assert "cannot be rebuilt" in str(error)
     assert "secret-pw" not in repr(caller)
+
+
+def test_an_ambiguous_resend_keeps_what_the_first_lookup_found_apart() -> None:
+    # g1 is found after the first uncertain attempt; the resend of g2 and g3 is uncertain too,
+    # and the second look-up cannot be made: g1 is taken, g2 and g3 unknown, none certainly not.
+    from fibo_soap.codec import encode_rows
+    from fibo_soap.models import SmsStatus, SmsStatusRow
+    from fibo_soap.operations import operation
+
+    found = encode_rows(operation("GetSMSStatus"), [SmsStatusRow("g1", SmsStatus.PENDING, None)])
+    lookup_down = [TransportError("lookup reset") for _ in range(FAST.attempts)]
+    caller, proto = _caller([TransportError("reset"), found, TransportError("reset"), *lookup_down])
+    resent: list[tuple[str, ...]] = []
+
+    def rebuild(pending: Sequence[str]) -> dict[str, str]:
+        resent.append(tuple(pending))
+        return {"senderName": "n/a", "smsMessage": f"<Document>{len(pending)}</Document>"}
+
+    with pytest.raises(AmbiguousSendError) as caught:
+        caller.call(
+            operation("SendSMSWithMultiMessage"),
+            {"senderName": "n/a", "smsMessage": "<Document/>", "serviceType": "1"},
+            guids=("g1", "g2", "g3"),
+            rebuild=rebuild,
+        )
+    error = caught.value
+    assert resent == [("g2", "g3")]
+    assert (error.accepted, error.guids, error.unknown, error.unsent) == (
+        ("g1",),
+        resent[0],
+        resent[0],
+        (),
+    )
+    assert [name for name, _ in proto.calls].count("GetSMSStatus") == 1 + FAST.attempts
 
 
 def test_refusal_of_the_rest_after_part_was_taken_is_ambiguous(emu: Emulator) -> None:
@@ -594,10 +637,16 @@ def test_refusal_of_the_rest_after_part_was_taken_is_ambiguous(emu: Emulator) ->
     emu.fault("close_before", method="SendSMSToListMobilePhone", times=1)
     with pytest.raises(AmbiguousSendError) as caught:
         send(c, "SendSMSToListMobilePhone", guids)
-    assert caught.value.guids == tuple(guids[1:])
-    assert "1 of 3 messages reached the gateway" in str(caught.value)
-    assert isinstance(caught.value.__cause__, InsufficientBalanceError)
-    assert stored(emu, guids) == {guids[0]: 1, guids[1]: 0, guids[2]: 0}
+    error = caught.value
+    assert error.guids == tuple(guids[1:])
+    assert "1 of 3 messages reached the gateway" in str(error)
+    assert isinstance(error.__cause__, InsufficientBalanceError)
+    counts = stored(emu, guids)
+    assert counts == {guids[0]: 1, guids[1]: 0, guids[2]: 0}
+    # What the error says taken and not taken is what the gateway holds.
+    assert error.accepted == tuple(g for g in guids if counts[g] == 1)
+    assert error.unsent == tuple(g for g in guids if counts[g] == 0)
+    assert error.unknown == ()
     emu.set_balance(1_000_000, service_type=2)
 
 
@@ -608,7 +657,7 @@ def test_bulk_send_is_never_resent(emu: Emulator) -> None:
     with capture_logs() as logs, pytest.raises(AmbiguousSendError) as caught:
         c.send_bulk_sms([(PHONE, "b1"), (PHONES[1], "b2"), (PHONES[2], "b3")])
     error = caught.value
-    assert error.guids == ()
+    assert (error.guids, error.accepted, error.unsent) == ((), (), ())
     assert "3 message(s) may or may not have reached the gateway" in str(error)
     assert "carries no GUIDs" in str(error)
     assert isinstance(error.__cause__, TransportError)
@@ -648,7 +697,8 @@ def test_lookup_that_fails_makes_the_send_ambiguous(emu: Emulator) -> None:
     emu.fault("http_500", method="GetSMSStatus")
     with pytest.raises(AmbiguousSendError) as caught:
         c.send_sms(PHONE, "hello", guid="lookup-down")
-    assert caught.value.guids == ("lookup-down",)
+    assert caught.value.guids == caught.value.unknown == ("lookup-down",)
+    assert (caught.value.accepted, caught.value.unsent) == ((), ())
     assert "GetSMSStatus could not tell" in str(caught.value)
     assert isinstance(caught.value.__cause__, TransportError)
     assert stored(emu, ["lookup-down"]) == {"lookup-down": 1}
@@ -660,7 +710,8 @@ def test_retry_none_makes_an_uncertain_send_ambiguous_at_once(emu: Emulator) -> 
     emu.fault("close_before", method="SendSMS", times=1)
     with pytest.raises(AmbiguousSendError) as caught:
         c.send_sms(PHONE, "hello", guid="no-retry")
-    assert caught.value.guids == ("no-retry",)
+    assert caught.value.guids == caught.value.unknown == ("no-retry",)
+    assert (caught.value.accepted, caught.value.unsent) == ((), ())
     assert "retries are off" in str(caught.value)
     assert received(emu, "GetSMSStatus") == []
     assert len(received(emu, "SendSMS")) == 1
