@@ -18,7 +18,8 @@ the balance, what an answer means, what the journal records) and does no network
 :class:`Gateway` does the network I/O (:class:`ClientGateway` over a FiboClient); ``send_many``
 drives the two with threads (:class:`Sending`). ``send_many_async`` (``AsyncFiboClient.send_many``)
 drives the same plan and journal with asyncio tasks (:class:`AsyncSending` over an
-:class:`AsyncGateway`); the look-ups of a resume are one flow (``_resolve_flow``) run either way.
+:class:`AsyncGateway`); the look-ups of a resume (``_resolve_flow``) and of ``reconcile`` and
+``areconcile`` (``_reconcile_flow``) are flows run either way.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ __all__ = [
     "SendPlan",
     "Sending",
     "Summary",
+    "areconcile",
     "aresolve",
     "reconcile",
     "resolve",
@@ -1197,6 +1199,8 @@ class _Lookup:
 
 #: A look-up flow: yields its waits and look-ups (no I/O of its own), is sent the rows of each
 #: look-up, and returns its result. ``_drive`` runs one with blocking calls, ``_adrive`` awaited.
+#: A step that raises (a look-up failing, a cancelled wait) is thrown into the flow where it
+#: yielded, as if the flow had made the call itself: its ``finally`` clauses run at once.
 _Flow = Generator[_Wait | _Lookup, list[SmsStatusRow] | None, T]
 
 
@@ -1204,11 +1208,16 @@ def _drive(flow: _Flow[T], gateway: Gateway, sleep: Callable[[float], None]) -> 
     try:
         step = next(flow)
         while True:
-            if isinstance(step, _Wait):
-                sleep(step.seconds)
-                step = flow.send(None)
+            answer: list[SmsStatusRow] | None = None
+            try:
+                if isinstance(step, _Wait):
+                    sleep(step.seconds)
+                else:
+                    answer = gateway.lookup(step.guids)
+            except BaseException as exc:  # noqa: BLE001 - raised again, from inside the flow
+                step = flow.throw(exc)
             else:
-                step = flow.send(gateway.lookup(step.guids))
+                step = flow.send(answer)
     except StopIteration as stop:
         return cast(T, stop.value)
 
@@ -1217,11 +1226,16 @@ async def _adrive(flow: _Flow[T], gateway: AsyncGateway) -> T:
     try:
         step = next(flow)
         while True:
-            if isinstance(step, _Wait):
-                await asyncio.sleep(step.seconds)
-                step = flow.send(None)
+            answer: list[SmsStatusRow] | None = None
+            try:
+                if isinstance(step, _Wait):
+                    await asyncio.sleep(step.seconds)
+                else:
+                    answer = await gateway.lookup(step.guids)
+            except BaseException as exc:  # noqa: BLE001 - raised again, from inside the flow
+                step = flow.throw(exc)
             else:
-                step = flow.send(await gateway.lookup(step.guids))
+                step = flow.send(answer)
     except StopIteration as stop:
         return cast(T, stop.value)
 
@@ -1298,6 +1312,51 @@ async def aresolve(
     return await _adrive(_resolve_flow(journal, settle=settle, batch_size=batch_size), gateway)
 
 
+def _reconcile_flow(
+    journal: Journal | str | os.PathLike[str],
+    *,
+    batch_size: int,
+    settle: float,
+    progress: Callable[[int], None] | None,
+) -> _Flow[ReconcileReport]:
+    owned = not isinstance(journal, Journal)
+    book = Journal(journal, create=False) if not isinstance(journal, Journal) else journal
+    try:
+        if book.meta().get("bulk"):
+            return ReconcileReport(book.counts(), book.status_counts())
+        asked = absent = 0
+        held = book.locked
+        try:
+            book.lock()
+        except JournalMismatchError:
+            in_use = True
+        else:
+            in_use = False
+            try:
+                asked, absent = yield from _resolve_flow(book, settle=settle, batch_size=batch_size)
+            finally:
+                if not held:
+                    book.unlock()
+        unknown = 0
+        for batch in book.batches([JournalState.ACCEPTED], batch_size):
+            rows = yield _Lookup([guid for _, guid in batch])
+            status = {row.guid: row.status for row in rows or () if row.guid}
+            changes = [
+                (idx, _state_for(status[guid]), _int_or_none(status[guid]))
+                for idx, guid in batch
+                if guid in status
+            ]
+            unknown += len(batch) - len(changes)
+            book.set_statuses(changes)
+            asked += len(batch)
+            if progress is not None:
+                progress(len(batch))
+        return ReconcileReport(book.counts(), book.status_counts(), asked, absent, unknown, in_use)
+    finally:
+        if owned:
+            book.close()
+
+
 def reconcile(
     journal: Journal | str | os.PathLike[str],
     client: FiboClient | Gateway,
@@ -1314,46 +1373,27 @@ def reconcile(
     ``resolve``), but only under the campaign's lock: while a run is going on, its rows in flight
     are its own (a look-up could race its request). ``progress`` is called with the number of
     GUIDs of each batch answered. A SendBulkSMS campaign has no GUIDs to ask about.
+    (``areconcile`` is the same over an AsyncFiboClient.)
     """
-    owned = not isinstance(journal, Journal)
-    book = Journal(journal, create=False) if not isinstance(journal, Journal) else journal
     gateway = client if isinstance(client, Gateway) else ClientGateway(client)
-    try:
-        if book.meta().get("bulk"):
-            return ReconcileReport(book.counts(), book.status_counts())
-        asked = absent = 0
-        held = book.locked
-        try:
-            book.lock()
-        except JournalMismatchError:
-            in_use = True
-        else:
-            in_use = False
-            try:
-                asked, absent = resolve(
-                    book, gateway, settle=settle, sleep=sleep, batch_size=batch_size
-                )
-            finally:
-                if not held:
-                    book.unlock()
-        unknown = 0
-        for batch in book.batches([JournalState.ACCEPTED], batch_size):
-            rows = gateway.lookup([guid for _, guid in batch])
-            status = {row.guid: row.status for row in rows if row.guid}
-            changes = [
-                (idx, _state_for(status[guid]), _int_or_none(status[guid]))
-                for idx, guid in batch
-                if guid in status
-            ]
-            unknown += len(batch) - len(changes)
-            book.set_statuses(changes)
-            asked += len(batch)
-            if progress is not None:
-                progress(len(batch))
-        return ReconcileReport(book.counts(), book.status_counts(), asked, absent, unknown, in_use)
-    finally:
-        if owned:
-            book.close()
+    flow = _reconcile_flow(journal, batch_size=batch_size, settle=settle, progress=progress)
+    return _drive(flow, gateway, sleep)
+
+
+async def areconcile(
+    journal: Journal | str | os.PathLike[str],
+    client: AsyncFiboClient | AsyncGateway,
+    *,
+    batch_size: int = LOOKUP_BATCH,
+    settle: float = DEFAULT_SETTLE,
+    progress: Callable[[int], None] | None = None,
+) -> ReconcileReport:
+    """``reconcile`` over an AsyncFiboClient (or an AsyncGateway): the same look-ups, journal
+    updates, lock and report, with GetSMSStatus awaited and the settle wait an
+    ``asyncio.sleep``. The journal itself is read and written in the calling thread."""
+    gateway = client if isinstance(client, AsyncGateway) else AsyncGateway(client)
+    flow = _reconcile_flow(journal, batch_size=batch_size, settle=settle, progress=progress)
+    return await _adrive(flow, gateway)
 
 
 def _int_or_none(status: SmsStatus | None) -> int | None:

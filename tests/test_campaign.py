@@ -40,6 +40,7 @@ from fibo_soap.errors import (
     AmbiguousSendError,
     AuthenticationError,
     ConnectError,
+    FiboError,
     InsufficientBalanceError,
     InvalidInputError,
 )
@@ -510,6 +511,23 @@ def test_reconcile_leaves_a_running_campaign_alone(fresh: Emulator, tmp_path: Pa
     summary = send_many(client, messages(500), journal=journal).run()  # type: ignore[arg-type]
     assert summary.accepted == 500
     assert set(stored(fresh).values()) == {1}
+
+
+def test_reconcile_lets_go_of_the_campaign_when_a_look_up_fails(
+    fresh: Emulator, tmp_path: Path
+) -> None:
+    client = client_of(fresh)
+    journal = tmp_path / "c.db"
+    send_many(client, messages(300), journal=journal).run()  # type: ignore[arg-type]
+    with sqlite3.connect(journal) as conn:
+        conn.execute("UPDATE message SET state = 'submitted', updated = 0")
+    fresh.fault("http_500", method="GetSMSStatus")
+    with pytest.raises(FiboError):
+        reconcile(journal, client, settle=0)  # type: ignore[arg-type]
+    # At once, while the failure is still held: the campaign is free, nothing was decided.
+    with Journal(journal) as book:
+        book.lock()
+    assert Counter(journal_states(journal).values()) == {"submitted": 300}
 
 
 def test_closing_early_records_what_flew(fresh: Emulator, tmp_path: Path) -> None:

@@ -1,24 +1,41 @@
 """AsyncFiboClient.send_many against the emulator over loopback: the asyncio driver of a campaign
 (fibo_soap.campaign.AsyncSending) over the same plan, journal and outcomes as the threaded one,
-and FiboClient.send_many delegating to fibo_soap.campaign.send_many.
+FiboClient.send_many delegating to fibo_soap.campaign.send_many, and areconcile: reconcile's
+flow over an AsyncFiboClient, reporting what reconcile reports.
 
 The tests run on asyncio through anyio's pytest plugin.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fibo_soap import AsyncFiboClient, FiboClient, Message
-from fibo_soap.campaign import AsyncSending, Outcome, OutcomeState, Sending
+from fibo_soap.campaign import (
+    AsyncGateway,
+    AsyncSending,
+    Journal,
+    JournalState,
+    Outcome,
+    OutcomeState,
+    Sending,
+    areconcile,
+    reconcile,
+    send_many_async,
+)
 from fibo_soap.emulator import Emulator, run_emulator
+from fibo_soap.emulator.service import final_status, refused
+from fibo_soap.errors import FiboError
+from fibo_soap.models import BatchReceipt, SmsStatus
 from fibo_soap.resilience import RetryPolicy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
@@ -38,8 +55,8 @@ def phone(i: int) -> str:
     return number if tail != "0101" and not tail.startswith("00") else f"{number[:-4]}5{tail[1:]}"
 
 
-def messages(count: int) -> Iterator[Message]:
-    for i in range(count):
+def messages(count: int, start: int = 0) -> Iterator[Message]:
+    for i in range(start, start + count):
         yield Message(phone(i), f"Xin chào khách hàng {i}")
 
 
@@ -68,6 +85,12 @@ def aclient(emu: Emulator, **options: Any) -> AsyncFiboClient:
     options.setdefault("retry", FAST)
     options.setdefault("protocols", ("soap11", "get"))
     return AsyncFiboClient(emu.client_no, emu.client_pass, endpoint=emu.endpoint, **options)
+
+
+def blocking_client(emu: Emulator) -> FiboClient:
+    """A FiboClient of the test's account, as ``aclient`` is an AsyncFiboClient of it."""
+    client: FiboClient = emu.client(retry=FAST, protocols=("soap11", "get"))
+    return client
 
 
 def stored(emu: Emulator) -> Counter[str]:
@@ -180,3 +203,254 @@ def test_fibo_client_send_many_delegates(fresh: Emulator) -> None:
     assert (summary.accepted, summary.requests) == (120, 3)
     assert set(stored(fresh).values()) == {1}
     assert len(stored(fresh)) == 120
+
+
+# --- areconcile: reconcile over an AsyncFiboClient --------------------------------------------
+
+
+@pytest.fixture
+def slow(fresh: Emulator) -> Iterator[Emulator]:
+    """``fresh``, with every message sent during the test Pending (then Sending) until the
+    emulator's clock has moved 10 s: delivery advances only when the test says so."""
+    service = fresh.app.service
+    previous = service.delivery_delay
+    service.delivery_delay = 10
+    yield fresh
+    service.delivery_delay = previous
+
+
+class DyingGateway(AsyncGateway):
+    """An AsyncGateway whose process "dies" on its ``at``-th chunk, before the request goes out:
+    the chunk's rows stay ``submitted`` in the journal, and the gateway never saw them."""
+
+    class Crash(BaseException):
+        pass
+
+    def __init__(self, client: AsyncFiboClient, at: int) -> None:
+        super().__init__(client)
+        self.at, self.count = at, 0
+
+    async def send(self, messages: Sequence[Message]) -> BatchReceipt:
+        self.count += 1
+        if self.count == self.at:
+            raise self.Crash
+        return await super().send(messages)
+
+
+class HeldGateway(AsyncGateway):
+    """An AsyncGateway that holds its second chunk at the door (``at_door`` set) until
+    ``release`` is set: a running campaign caught with a request in flight."""
+
+    def __init__(self, client: AsyncFiboClient) -> None:
+        super().__init__(client)
+        self.at_door = asyncio.Event()
+        self.release = asyncio.Event()
+        self.count = 0
+
+    async def send(self, messages: Sequence[Message]) -> BatchReceipt:
+        self.count += 1
+        if self.count == 2:
+            self.at_door.set()
+            await self.release.wait()
+        return await super().send(messages)
+
+
+async def drain(sending: AsyncSending) -> list[Outcome]:
+    """The rest of a run's outcomes."""
+    return [outcome async for outcome in sending]
+
+
+def journal_rows(path: Path) -> dict[str, tuple[str, int | None]]:
+    """Every row's (state, sms_status), by GUID."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return {
+            g: (s, n) for g, s, n in conn.execute("SELECT guid, state, sms_status FROM message")
+        }
+
+
+def mark_open(path: Path, first: int, last: int, state: str) -> None:
+    """Rows ``first`` to ``last`` as a stopped run leaves them: open, their answer lost."""
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(
+            "UPDATE message SET state = ?, updated = 0 WHERE idx BETWEEN ? AND ?",
+            (state, first, last),
+        )
+
+
+def state_for(status: SmsStatus) -> str:
+    """The journal state a message in ``status`` at the gateway is given."""
+    if not status.is_final:
+        return JournalState.ACCEPTED.value
+    delivered = status is SmsStatus.SENT_SUCCESS
+    return (JournalState.DELIVERED if delivered else JournalState.FAILED).value
+
+
+def held_statuses(emu: Emulator) -> dict[str, SmsStatus]:
+    """What the emulator holds for this test's account: each GUID's status now."""
+    return {sms.guid: sms.status for sms in emu.received(client_no=emu.client_no) if sms.guid}
+
+
+async def test_areconcile_follows_delivery(slow: Emulator, tmp_path: Path) -> None:
+    batch = [Message(phone(i), "hi") for i in range(1, 6)]
+    # The emulator's magic numbers: ends in SentFailed, ends in SpamSMS, refused at the gateway.
+    batch += [Message("0912340003", "fails"), Message("0912340010", "spam")]
+    batch += [Message("0912340101", "refused")]
+    journal = tmp_path / "c.db"
+    async with aclient(slow) as client:
+        summary = await client.send_many(batch, journal=journal).run()
+        taken = [m for m in batch if not refused(m.phone)]
+        assert (summary.accepted, summary.rejected) == (len(taken), len(batch) - len(taken))
+        report = await areconcile(journal, client)
+        held = held_statuses(slow)
+        assert set(held.values()) == {SmsStatus.PENDING}  # nothing delivered yet
+        assert report.statuses == Counter(held.values())
+        assert report.states[JournalState.ACCEPTED] == len(taken)
+        assert report.states[JournalState.REJECTED] == summary.rejected
+        assert (report.asked, report.unknown) == (len(taken), 0)
+        assert not report.all_final
+        slow.advance(10)
+        seen: list[int] = []
+        report = await areconcile(journal, client, progress=seen.append, batch_size=3)
+    final = Counter(final_status(m.phone) for m in taken)
+    assert report.statuses == final
+    assert report.statuses == Counter(held_statuses(slow).values())
+    assert seen == [min(3, len(taken) - i) for i in range(0, len(taken), 3)]
+    assert sum(seen) == report.asked
+    assert report.states[JournalState.DELIVERED] == final[SmsStatus.SENT_SUCCESS]
+    assert report.states[JournalState.FAILED] == final.total() - final[SmsStatus.SENT_SUCCESS]
+    assert report.states[JournalState.FAILED] > 0
+    assert report.all_final
+    # Each row carries its own message's status.
+    rows = journal_rows(journal)
+    for guid, status in held_statuses(slow).items():
+        assert rows[guid] == (state_for(status), int(status))
+
+
+async def test_areconcile_resolves_what_a_stopped_run_left(fresh: Emulator, tmp_path: Path) -> None:
+    # Rows a run left open, whatever their fate: those at the gateway are found (and carry its
+    # status), those not become queued, and the next run sends them, once.
+    journal = tmp_path / "c.db"
+    async with aclient(fresh) as client:
+        gateway = DyingGateway(client, at=3)
+        with pytest.raises(DyingGateway.Crash):
+            await send_many_async(
+                gateway, messages(1500), journal=journal, chunk_size=300, concurrency=1
+            ).run()
+        mark_open(journal, 0, 199, "submitted")  # taken, but their answers were lost
+        mark_open(journal, 200, 299, "ambiguous")
+        before = journal_rows(journal)
+        open_rows = {g for g, (s, _) in before.items() if s in ("submitted", "ambiguous")}
+        accepted = {g for g, (s, _) in before.items() if s == "accepted"}
+        at_gateway = held_statuses(fresh)
+        found = open_rows & at_gateway.keys()
+        absent = open_rows - found
+        assert found  # taken, their answers lost
+        assert absent  # the chunk the process died in was never sent
+        report = await areconcile(journal, client, settle=0)
+        assert not report.in_use
+        assert report.absent == len(absent)
+        assert report.asked == len(open_rows) + len(accepted)
+        assert report.unknown == 0
+        rows = journal_rows(journal)
+        assert {g: rows[g][0] for g in absent} == dict.fromkeys(absent, "queued")
+        for guid in found | accepted:
+            assert rows[guid] == (state_for(at_gateway[guid]), int(at_gateway[guid]))
+        assert report.states[JournalState.QUEUED] == len(absent)
+        summary = await client.send_many(messages(1500), journal=journal).run()
+    assert summary.complete
+    assert summary.accepted == 1500
+    at_gateway_now = stored(fresh)
+    assert len(at_gateway_now) == 1500
+    assert set(at_gateway_now.values()) == {1}
+
+
+async def test_areconcile_leaves_a_running_campaign_alone(fresh: Emulator, tmp_path: Path) -> None:
+    # While a run holds the campaign, its submitted rows may be in flight: a look-up could race
+    # the request and call "absent" what the gateway is about to store. areconcile leaves them.
+    journal = tmp_path / "c.db"
+    async with aclient(fresh) as client:
+        gateway = HeldGateway(client)
+        sending = send_many_async(
+            gateway, messages(900), journal=journal, chunk_size=300, concurrency=1
+        )
+        async with sending:
+            outcomes = [await anext(sending)]
+            rest = asyncio.create_task(drain(sending))
+            door = asyncio.create_task(gateway.at_door.wait())
+            try:  # (a failure here must not leave the held request, and the test, hanging)
+                await asyncio.wait([door, rest], return_when=asyncio.FIRST_COMPLETED)
+                assert door.done(), "the run ended before its second chunk went out"
+                # The second chunk is submitted, its request going out.
+                before = Counter(s for s, _ in journal_rows(journal).values())
+                assert before["submitted"] > 0
+                report = await areconcile(journal, client, settle=0)
+                assert report.in_use
+                assert report.states[JournalState.SUBMITTED] == before["submitted"]
+                assert (report.asked, report.absent) == (before["accepted"], 0)
+                after = Counter(s for s, _ in journal_rows(journal).values())
+                assert after == {"delivered": before["accepted"], "submitted": before["submitted"]}
+            finally:
+                door.cancel()
+                gateway.release.set()
+            outcomes += await rest
+        assert len(outcomes) == 900
+        assert sending.summary.accepted == 900
+        pending = Counter(s for s, _ in journal_rows(journal).values())["accepted"]
+        report = await areconcile(journal, client, settle=0)
+    assert not report.in_use
+    assert (report.asked, report.absent) == (pending, 0)
+    assert report.states[JournalState.DELIVERED] == 900
+    assert report.all_final
+    assert set(stored(fresh).values()) == {1}
+
+
+async def test_areconcile_lets_go_of_the_campaign_when_a_look_up_fails(
+    fresh: Emulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "c.db"
+    async with aclient(fresh) as client:
+        await client.send_many(messages(300), journal=journal).run()
+        mark_open(journal, 0, 299, "submitted")
+        fresh.fault("http_500", method="GetSMSStatus")
+        with pytest.raises(FiboError):
+            await areconcile(journal, client, settle=0)
+        # At once, not when the failure is collected: the campaign is free, nothing decided.
+        with Journal(journal) as book:
+            book.lock()
+    assert Counter(s for s, _ in journal_rows(journal).values()) == {"submitted": 300}
+
+
+async def test_areconcile_reports_what_reconcile_reports(slow: Emulator, tmp_path: Path) -> None:
+    # One journal state, copied: reconcile over a FiboClient and areconcile over an
+    # AsyncFiboClient make the same report and leave the same rows.
+    journal = tmp_path / "c.db"
+    early = [*messages(400), Message("0912340003", "fails"), Message("0912340101", "refused")]
+    async with aclient(slow) as client:
+        await client.send_many(early, journal=journal, chunk_size=200).run()
+        slow.advance(10)  # these are final at the gateway; the next ones are Pending
+        later = [*early, *(Message(phone(i), f"later {i}") for i in range(400, 800))]
+        await client.send_many(later, journal=journal, chunk_size=200).run()
+        with pytest.raises(DyingGateway.Crash):  # a run dies with a chunk submitted, unsent
+            await send_many_async(
+                DyingGateway(client, at=1), [*later, *messages(200, start=800)], journal=journal
+            ).run()
+        mark_open(journal, 100, 149, "submitted")
+        mark_open(journal, 500, 549, "ambiguous")
+        copy = tmp_path / "copy.db"
+        with (
+            contextlib.closing(sqlite3.connect(journal)) as src,
+            contextlib.closing(sqlite3.connect(copy)) as dst,
+        ):
+            src.backup(dst)
+        assert journal_rows(copy) == journal_rows(journal)
+        with blocking_client(slow) as sync_client:
+            expected = reconcile(journal, sync_client, settle=0)
+        report = await areconcile(copy, client, settle=0)
+    assert report == expected
+    assert journal_rows(copy) == journal_rows(journal)
+    # The state was worth comparing: open rows found and absent, taken ones final and not.
+    assert report.absent > 0
+    assert report.asked > report.absent
+    assert report.states[JournalState.REJECTED] > 0
+    assert len(report.statuses) > 2
+    assert not report.all_final
