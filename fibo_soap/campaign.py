@@ -826,7 +826,8 @@ class Chunk:
 @dataclass(slots=True)
 class ChunkResult:
     """What the gateway said about a chunk: a receipt, or the error; for an AmbiguousSendError,
-    the GUIDs a later look-up found (``found``; None when that look-up failed too)."""
+    the GUIDs a later look-up of its unknown messages found (``found``; None when there were
+    none to ask about, or that look-up failed too)."""
 
     receipt: BatchReceipt | None = None
     error: BaseException | None = None
@@ -1060,26 +1061,33 @@ class SendPlan:
     def _ambiguous(
         self, chunk: Chunk, error: AmbiguousSendError, found: frozenset[str] | None
     ) -> list[tuple[Item, OutcomeState, int | None, str | None]]:
+        # The client's look-up settled part of the chunk (error.accepted, error.unsent, and any
+        # message left out of error.guids was confirmed); the driver's own look-up of the rest
+        # (``found``; None when none could be made) settles what it can of error.unknown. What
+        # neither settled stays ambiguous.
         unsure = set(error.guids)
+        taken, absent = set(error.accepted), set(error.unsent)
+        if found is not None:
+            unknown = set(error.unknown)
+            taken |= unknown & found
+            absent |= unknown - found
         cause = error.__cause__
         if isinstance(cause, BalanceError):
             self._stop("balance", cause, f"FIBO refused the rest of a chunk with code {cause.code}")
         else:
             self._stop("error", error, f"the campaign stopped: {error}")
+        code = cause.code if isinstance(cause, BalanceError) else None
         changes: list[tuple[Item, OutcomeState, int | None, str | None]] = []
         for item in chunk.items:
-            if unsure and item.guid not in unsure:
+            if item.guid in taken or (unsure and item.guid not in unsure):
                 changes.append((item, OutcomeState.ACCEPTED, 200, "found by GetSMSStatus"))
-            elif found is None or not unsure:
-                changes.append(
-                    (item, OutcomeState.AMBIGUOUS, None, "may or may not have been taken")
-                )
-            elif item.guid in found:
-                changes.append((item, OutcomeState.ACCEPTED, 200, "found by GetSMSStatus"))
-            else:
-                code = cause.code if isinstance(cause, BalanceError) else None
+            elif item.guid in absent:
                 changes.append(
                     (item, OutcomeState.NOT_SENT, code, "not sent: absent at the gateway")
+                )
+            else:
+                changes.append(
+                    (item, OutcomeState.AMBIGUOUS, None, "may or may not have been taken")
                 )
         return changes
 
@@ -1487,7 +1495,7 @@ class Sending:
         try:
             return ChunkResult(receipt=self.gateway.send(chunk.messages()))
         except AmbiguousSendError as exc:
-            return ChunkResult(error=exc, found=self._look_up(exc.guids))
+            return ChunkResult(error=exc, found=self._look_up(exc.unknown))
         except Exception as exc:  # noqa: BLE001 - the plan decides what every failure means
             return ChunkResult(error=exc)
 
@@ -1733,7 +1741,7 @@ class AsyncSending:
         try:
             return ChunkResult(receipt=await self.gateway.send(chunk.messages()))
         except AmbiguousSendError as exc:
-            return ChunkResult(error=exc, found=await self._look_up(exc.guids))
+            return ChunkResult(error=exc, found=await self._look_up(exc.unknown))
         except Exception as exc:  # noqa: BLE001 - the plan decides what every failure means
             return ChunkResult(error=exc)
 

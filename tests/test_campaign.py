@@ -231,6 +231,34 @@ def test_an_ambiguous_chunk_is_looked_up_once_more() -> None:
     assert sending.summary.stopped == "error"
 
 
+def test_what_the_client_settled_needs_no_second_look_up() -> None:
+    # The client found guid 0 and showed the others absent before FIBO refused them (104): the
+    # campaign records that as it is, without waiting to ask again.
+    gateway = FakeGateway()
+    plan = SendPlan([], campaign_id=CAMPAIGN)
+    guids = [plan.guid(i) for i in range(4)]
+    refusal = InsufficientBalanceError("over", code=104)
+    error = AmbiguousSendError("1 of 4", guids=guids[1:], accepted=guids[:1], unsent=guids[1:])
+    error.__cause__ = refusal
+    gateway.fail = error
+    asked: list[Sequence[str]] = []
+
+    def lookup(wanted: Sequence[str]) -> list[SmsStatusRow]:
+        asked.append(wanted)
+        raise ConnectError("not needed")
+
+    gateway.lookup = lookup  # type: ignore[method-assign]
+    slept: list[float] = []
+    sending = send_many(gateway, messages(4), campaign_id=CAMPAIGN, settle=2, sleep=slept.append)
+    outcomes = {o.index: o for o in sending}
+    assert (asked, slept) == ([], [])
+    assert {i: (o.state, o.code) for i, o in outcomes.items()} == {
+        0: (OutcomeState.ACCEPTED, 200),
+        **{i: (OutcomeState.NOT_SENT, refusal.code) for i in range(1, 4)},
+    }
+    assert sending.summary.stopped == "balance"
+
+
 def test_an_ambiguous_chunk_stays_ambiguous_when_the_look_up_fails() -> None:
     gateway = FakeGateway()
     gateway.fail = AmbiguousSendError("lost", guids=[SendPlan([], campaign_id=CAMPAIGN).guid(0)])
