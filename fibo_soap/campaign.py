@@ -1291,6 +1291,29 @@ def _look_up_flow(guids: Sequence[str], *, settle: float) -> _Flow[frozenset[str
     return frozenset(found)
 
 
+def _refuse_async(client: object, name: str, twin: str) -> None:
+    """TypeError for an async client or gateway handed to the blocking ``name``: its calls would
+    return coroutines that nothing awaits."""
+    from fibo_soap.client import AsyncFiboClient  # loaded: the caller has made a client
+
+    if isinstance(client, AsyncFiboClient | AsyncGateway):
+        raise TypeError(
+            f"{name}() is blocking and takes a FiboClient or a Gateway, not "
+            f"{type(client).__name__}; use {twin}() for an AsyncFiboClient"
+        )
+
+
+def _refuse_blocking(client: object, name: str, twin: str) -> None:
+    """TypeError for anything but an AsyncFiboClient or AsyncGateway handed to ``name``."""
+    from fibo_soap.client import AsyncFiboClient
+
+    if not isinstance(client, AsyncFiboClient | AsyncGateway):
+        raise TypeError(
+            f"{name}() takes an AsyncFiboClient or an AsyncGateway, not "
+            f"{type(client).__name__}; use {twin}() for a FiboClient"
+        )
+
+
 def resolve(
     journal: Journal,
     gateway: Gateway,
@@ -1306,6 +1329,7 @@ def resolve(
 
     Returns ``(asked, absent)``. (``aresolve`` is the same over an AsyncGateway.)
     """
+    _refuse_async(gateway, "resolve", "aresolve")
     return _drive(_resolve_flow(journal, settle=settle, batch_size=batch_size), gateway, sleep)
 
 
@@ -1317,6 +1341,7 @@ async def aresolve(
     batch_size: int = LOOKUP_BATCH,
 ) -> tuple[int, int]:
     """``resolve`` over an AsyncGateway: the same look-ups and journal updates, awaited."""
+    _refuse_blocking(gateway, "aresolve", "resolve")
     return await _adrive(_resolve_flow(journal, settle=settle, batch_size=batch_size), gateway)
 
 
@@ -1383,6 +1408,7 @@ def reconcile(
     GUIDs of each batch answered. A SendBulkSMS campaign has no GUIDs to ask about.
     (``areconcile`` is the same over an AsyncFiboClient.)
     """
+    _refuse_async(client, "reconcile", "areconcile")
     gateway = client if isinstance(client, Gateway) else ClientGateway(client)
     flow = _reconcile_flow(journal, batch_size=batch_size, settle=settle, progress=progress)
     return _drive(flow, gateway, sleep)
@@ -1399,6 +1425,7 @@ async def areconcile(
     """``reconcile`` over an AsyncFiboClient (or an AsyncGateway): the same look-ups, journal
     updates, lock and report, with GetSMSStatus awaited and the settle wait an
     ``asyncio.sleep``. The journal itself is read and written in the calling thread."""
+    _refuse_blocking(client, "areconcile", "reconcile")
     gateway = client if isinstance(client, AsyncGateway) else AsyncGateway(client)
     flow = _reconcile_flow(journal, batch_size=batch_size, settle=settle, progress=progress)
     return await _adrive(flow, gateway)
@@ -1575,6 +1602,7 @@ def send_many(
     wait before a look-up may be believed when it says "absent". Nothing is sent until the first
     outcome is asked for.
     """
+    _refuse_async(client, "send_many", "send_many_async")
     _check_options(concurrency, settle)
     gateway: Gateway
     check: Callable[[str, str], str | None] | None
@@ -1810,6 +1838,7 @@ def send_many_async(
     ``async for`` the result (in the loop the client belongs to). Nothing is sent until the
     first outcome is asked for.
     """
+    _refuse_blocking(client, "send_many_async", "send_many")
     _check_options(concurrency, settle)
     gateway: AsyncGateway
     check: Callable[[str, str], str | None] | None

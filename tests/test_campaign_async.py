@@ -454,3 +454,41 @@ async def test_areconcile_reports_what_reconcile_reports(slow: Emulator, tmp_pat
     assert report.states[JournalState.REJECTED] > 0
     assert len(report.statuses) > 2
     assert not report.all_final
+
+
+async def finished(result: Any) -> Any:
+    """``result``, awaited when it is a coroutine (the async functions check when awaited)."""
+    return await result if asyncio.iscoroutine(result) else result
+
+
+async def test_a_client_of_the_other_kind_is_refused_before_anything_is_sent(
+    fresh: Emulator, tmp_path: Path
+) -> None:
+    # A blocking function would get coroutines back from an async client, and an async one
+    # could not await a blocking client: each says which twin to use, and nothing is sent.
+    from fibo_soap.campaign import ClientGateway, aresolve, resolve, send_many
+
+    journal = tmp_path / "c.db"
+    async with aclient(fresh) as client:
+        await client.send_many(messages(3), journal=journal).run()
+        before = len(fresh.recorded)
+        with blocking_client(fresh) as sync_client, Journal(journal) as book:
+            blocking = (
+                (send_many, "send_many_async", lambda c: send_many(c, messages(3))),
+                (reconcile, "areconcile", lambda c: reconcile(journal, c)),
+                (resolve, "aresolve", lambda c: resolve(book, c)),
+            )
+            for function, twin, call in blocking:
+                for wrong in (client, AsyncGateway(client)):
+                    with pytest.raises(TypeError, match=rf"{function.__name__}\(\).*{twin}\(\)"):
+                        call(wrong)
+            awaited = (
+                (send_many_async, "send_many", lambda c: send_many_async(c, messages(3))),
+                (areconcile, "reconcile", lambda c: areconcile(journal, c)),
+                (aresolve, "resolve", lambda c: aresolve(book, c)),
+            )
+            for function, twin, call in awaited:
+                for wrong in (sync_client, ClientGateway(sync_client)):
+                    with pytest.raises(TypeError, match=rf"{function.__name__}\(\).*{twin}\(\)"):
+                        await finished(call(wrong))
+    assert len(fresh.recorded) == before
