@@ -388,7 +388,8 @@ class _Client(Generic[C]):
     ) -> Plan[Iterable[list[Row]]]:
         """The plan of a list call whose rows are decoded as they are iterated: their batches
         (fibo_soap.codec.RowStream). The call, its retries and the FIBO code are as ``_wire``'s;
-        a refusal raises here, before any row."""
+        any other answer is read by ``_rows``, as the list call reads it: code 301 (no messages)
+        is no rows, a refusal raises here, before any row."""
         decoded = yield from self._caller.flow(codec.streamed(operation(name)), params)
         if isinstance(decoded, codec.RowStream):
             return decoded.batches()
@@ -760,17 +761,29 @@ class _Client(Generic[C]):
     ) -> Plan[list[IncomingSms]]:
         """Messages received between two dates (inclusive); an empty list when none (code 301);
         wire method GetClientCommingSMSNotDividePage."""
+        op = "GetClientCommingSMSNotDividePage"
+        params = self._incoming_params(from_date, to_date, status, service_type, key)
+        return self._rows(op, (yield from self._wire(op, params)), IncomingSms)
+
+    def _incoming_params(
+        self,
+        from_date: DateLike,
+        to_date: DateLike,
+        status: IncomingStatus | int | None,
+        service_type: str | int | None,
+        key: str,
+    ) -> dict[str, str]:
+        """The checked wire parameters of get_incoming and iter_incoming; InvalidInputError when
+        the range or a filter is wrong, before anything is sent."""
         if _day(from_date) > _day(to_date):
             raise InvalidInputError("from_date is after to_date", field="from_date")
-        op = "GetClientCommingSMSNotDividePage"
-        params = {
+        return {
             "fromDate": codec.request_date(from_date),
             "toDate": codec.request_date(to_date),
             "smsStatus": "" if status is None else str(int(status)),
             "serviceTypeID": "" if service_type is None else _service_type(service_type),
             "key": self._key(key),
         }
-        return self._rows(op, (yield from self._wire(op, params)), IncomingSms)
 
     @facade
     def estimate(
@@ -920,6 +933,25 @@ class FiboClient(_Client[Caller]):
             self._caller.run(self._streamed("GetCommingSMSList", params, IncomingSms))
         )
 
+    def iter_incoming(
+        self,
+        from_date: DateLike,
+        to_date: DateLike,
+        *,
+        status: IncomingStatus | int | None = None,
+        service_type: str | int | None = None,
+        key: str = "",
+    ) -> Iterator[IncomingSms]:
+        """The rows of get_incoming one at a time, as iter_sent_list: the same checks (made here,
+        before anything is sent), filters and errors, and no rows when there are none (code 301);
+        wire method GetClientCommingSMSNotDividePage."""
+        params = self._incoming_params(from_date, to_date, status, service_type, key)
+        return itertools.chain.from_iterable(
+            self._caller.run(
+                self._streamed("GetClientCommingSMSNotDividePage", params, IncomingSms)
+            )
+        )
+
     def _call(
         self,
         name: str,
@@ -1032,6 +1064,23 @@ class AsyncFiboClient(_Client[AsyncCaller]):
         wire method GetCommingSMSList."""
         params = {"minutes": str(_positive(minutes, "minutes"))}
         return self._rows_of(self._streamed("GetCommingSMSList", params, IncomingSms))
+
+    def iter_incoming(
+        self,
+        from_date: DateLike,
+        to_date: DateLike,
+        *,
+        status: IncomingStatus | int | None = None,
+        service_type: str | int | None = None,
+        key: str = "",
+    ) -> AsyncIterator[IncomingSms]:
+        """The rows of get_incoming one at a time, as iter_sent_list: the same checks (made here,
+        before anything is sent), filters and errors, and no rows when there are none (code 301);
+        wire method GetClientCommingSMSNotDividePage."""
+        params = self._incoming_params(from_date, to_date, status, service_type, key)
+        return self._rows_of(
+            self._streamed("GetClientCommingSMSNotDividePage", params, IncomingSms)
+        )
 
     async def _rows_of(self, plan: Plan[Iterable[list[Row]]]) -> AsyncIterator[Row]:
         import asyncio

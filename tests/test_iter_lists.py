@@ -1,7 +1,7 @@
 """Large lists: the fast row decoder against a plain reference decode, the streaming decoder
-(``codec.RowStream``) against both, the client's ``iter_*`` methods against ``get_*_list`` over
-the emulator on every protocol, and the memory the streaming decode takes (tracemalloc, never a
-clock).
+(``codec.RowStream``) against both, the client's ``iter_*`` methods against ``get_*_list`` (and
+``iter_incoming`` against ``get_incoming``) over the emulator on every protocol, and the memory
+the streaming decode takes (tracemalloc, never a clock).
 
 The reference decoder below is written the plain way, independently of the codec: a whole tree
 from an ordinary lxml parse, each column found by its lower-case local name, its text taken as
@@ -11,11 +11,12 @@ the XPath string value, converted field by field.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import tracemalloc
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from unittest import mock
 
@@ -570,3 +571,294 @@ def test_an_iterator_left_part_way_leaves_the_client_usable(emu: Emulator) -> No
         first = [next(rows) for _ in range(3)]
         del rows
         assert_same_rows(first, client.get_sent_list(60)[:3])
+
+
+# --- iter_incoming: the streaming twin of get_incoming (a date range, unpaged) ---------------
+
+RANGED = "GetClientCommingSMSNotDividePage"
+#: The days the range tests fill: long before the "last 60 minutes" of the tests above.
+RANGE_FIRST = date(2023, 3, 6)
+RANGE_DAYS = 4
+RANGE_LAST = RANGE_FIRST + timedelta(days=RANGE_DAYS - 1)
+#: Characters of an answer read at a time by the range tests: every answer they stream is read
+#: in several slices, so the rows of one slice are yielded before the next is parsed.
+SMALL_SLICE = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Injected:
+    """An incoming message as the test made it arrive."""
+
+    id: int
+    phone: str
+    message: str
+    status: IncomingStatus
+    service_type_id: int
+    service_type_name: str
+    created: datetime
+
+    @property
+    def day(self) -> date:
+        return self.created.astimezone(ICT).date()
+
+
+@pytest.fixture(scope="module")
+def inbox(emu: Emulator) -> list[Injected]:
+    """800 incoming messages over RANGE_DAYS days, with every status, three service types, and
+    the key "yes" (in any case) in some of them: what was injected, oldest first."""
+    texts = [
+        "YES {i}",
+        "Mã OTP của bạn là {i:06d}",
+        '<&> ]]> "quoted" 😀 {i} yes',
+        "  padded {i}  ",
+        "dòng một\ndòng hai {i} Yes",
+    ]
+    services = [(229, "8022(FIBO)"), (230, "8122(FIBO)"), (1, "+841223100690")]
+    statuses = list(IncomingStatus)
+    made = []
+    for i in range(800):
+        day = RANGE_FIRST + timedelta(days=i % RANGE_DAYS)
+        created = datetime(day.year, day.month, day.day, 8, tzinfo=ICT) + timedelta(seconds=37 * i)
+        service_type_id, service_type_name = services[(i // 7) % len(services)]
+        status = statuses[i % len(statuses)]
+        phone, message = f"8491400{i:04d}", texts[i % len(texts)].format(i=i)
+        row_id = emu.inject_incoming(
+            phone,
+            message,
+            service_type_id=service_type_id,
+            service_type_name=service_type_name,
+            status=status,
+            created=created,
+        )
+        made.append(
+            Injected(row_id, phone, message, status, service_type_id, service_type_name, created)
+        )
+    return sorted(made, key=lambda m: (m.created, m.id))
+
+
+def wanted(
+    inbox: list[Injected],
+    from_date: date,
+    to_date: date,
+    *,
+    status: IncomingStatus | int | None = None,
+    service_type: str | int | None = None,
+    key: str = "",
+) -> list[tuple[Any, ...]]:
+    """What get_incoming must give for these arguments, from what was injected."""
+    first = from_date.date() if isinstance(from_date, datetime) else from_date
+    last = to_date.date() if isinstance(to_date, datetime) else to_date
+    needle = key.casefold()
+    return [
+        (m.id, m.phone, m.message, m.service_type_id, m.service_type_name, m.created)
+        for m in inbox
+        if first <= m.day <= last
+        and (status is None or m.status == status)
+        and (service_type is None or m.service_type_id == int(service_type))
+        and (needle in m.phone.casefold() or needle in m.message.casefold())
+    ]
+
+
+def seen(rows: list[IncomingSms]) -> list[tuple[Any, ...]]:
+    """The columns GetClientCommingSMSNotDividePage carries (it has no status)."""
+    return [
+        (r.id, r.phone, r.message, r.service_type_id, r.service_type_name, r.created) for r in rows
+    ]
+
+
+#: Ranges and filters of the equality tests, each with enough rows to be read in many slices.
+RANGE_CASES: list[tuple[tuple[date, date], dict[str, Any]]] = [
+    ((RANGE_FIRST, RANGE_LAST), {}),
+    ((RANGE_FIRST + timedelta(days=1), RANGE_FIRST + timedelta(days=2)), {"status": 2}),
+    ((RANGE_LAST, RANGE_LAST), {"service_type": 230}),
+    ((RANGE_FIRST, RANGE_LAST), {"service_type": "229", "key": "YES"}),
+    (
+        (RANGE_FIRST, RANGE_LAST),
+        {"status": IncomingStatus.EXPIRED, "service_type": 1, "key": "yes"},
+    ),
+    (
+        (datetime(2023, 3, 7, 23, 59, tzinfo=ICT), datetime(2023, 3, 8, 0, 1, tzinfo=ICT)),
+        {"status": IncomingStatus.JUST_RECEIVED},
+    ),
+]
+
+
+@contextlib.contextmanager
+def sliced() -> Iterator[mock.MagicMock]:
+    """Answers streamed SMALL_SLICE characters at a time; the spy counts the slices with rows."""
+    with (
+        mock.patch.object(codec, "_PULL_CHUNK", SMALL_SLICE),
+        mock.patch.object(codec, "_typed_rows", wraps=codec._typed_rows) as slices,
+    ):
+        yield slices
+
+
+def check_range(
+    inbox: list[Injected],
+    dates: tuple[date, date],
+    filters: dict[str, Any],
+    listed: list[IncomingSms],
+    streamed_rows: list[IncomingSms],
+    slices: int,
+) -> None:
+    expected = wanted(inbox, *dates, **filters)
+    assert len(expected) >= 20, (dates, filters)  # a case that says something
+    assert seen(listed) == expected
+    assert all(type(row) is IncomingSms for row in streamed_rows)
+    assert_same_rows(streamed_rows, listed)
+    assert slices > 1, (dates, filters)  # the stream was read a slice at a time
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_iter_incoming_yields_exactly_the_rows_of_get_incoming(
+    emu: Emulator, inbox: list[Injected], protocol: str
+) -> None:
+    with sclient(emu, protocol=protocol) as client:
+        for dates, filters in RANGE_CASES:
+            listed = client.get_incoming(*dates, **filters)
+            with sliced() as slices:
+                streamed_rows = list(client.iter_incoming(*dates, **filters))
+            check_range(inbox, dates, filters, listed, streamed_rows, slices.call_count)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_async_iter_incoming_yields_exactly_the_rows_of_get_incoming(
+    emu: Emulator, inbox: list[Injected], protocol: str
+) -> None:
+    async def each() -> list[tuple[list[IncomingSms], list[IncomingSms], int]]:
+        got = []
+        async with aclient(emu, protocol=protocol) as client:
+            for dates, filters in RANGE_CASES:
+                listed = await client.get_incoming(*dates, **filters)
+                with sliced() as slices:
+                    rows = [row async for row in client.iter_incoming(*dates, **filters)]
+                got.append((listed, rows, slices.call_count))
+        return got
+
+    for (dates, filters), (listed, rows, slices) in zip(
+        RANGE_CASES, asyncio.run(each()), strict=True
+    ):
+        check_range(inbox, dates, filters, listed, rows, slices)
+
+
+#: Ranges with no message (FIBO answers code 301): a month before the inbox, and a key none has.
+EMPTY_CASES: list[tuple[tuple[date, date], dict[str, Any]]] = [
+    ((RANGE_FIRST - timedelta(days=40), RANGE_FIRST - timedelta(days=30)), {}),
+    ((RANGE_FIRST, RANGE_LAST), {"key": "no message says this"}),
+]
+
+
+def _codes(events: list[dict[str, Any]]) -> list[Any]:
+    return [e["fibo_code"] for e in events if e["event"] == "fibo.call"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_empty_range_is_no_rows_for_iter_incoming_as_for_get_incoming(
+    emu: Emulator, inbox: list[Injected], protocol: str
+) -> None:
+    for dates, filters in EMPTY_CASES:
+        assert wanted(inbox, *dates, **filters) == []
+        with sclient(emu, protocol=protocol) as client, capture_logs() as events:
+            assert client.get_incoming(*dates, **filters) == []
+            assert list(client.iter_incoming(*dates, **filters)) == []
+        assert _codes(events) == [301, 301]  # FIBO's "no messages", not an error
+
+        async def both(dates: tuple[date, date], filters: dict[str, Any]) -> tuple[list[Any], ...]:
+            async with aclient(emu, protocol=protocol) as client:
+                listed = await client.get_incoming(*dates, **filters)
+                return listed, [row async for row in client.iter_incoming(*dates, **filters)]
+
+        with capture_logs() as events:
+            assert asyncio.run(both(dates, filters)) == ([], [])
+        assert _codes(events) == [301, 301]
+
+
+BAD_RANGES = [
+    pytest.param((RANGE_LAST, RANGE_FIRST), {}, "from_date", id="from-after-to"),
+    pytest.param(
+        (datetime(2023, 3, 7, 0, 0, tzinfo=ICT), datetime(2023, 3, 6, 23, 59, tzinfo=ICT)),
+        {},
+        "from_date",
+        id="datetimes-from-after-to",
+    ),
+    pytest.param((RANGE_FIRST, RANGE_LAST), {"service_type": "x1"}, "service_type", id="type"),
+    pytest.param((RANGE_FIRST, RANGE_LAST), {"key": "a\x00b"}, "key", id="key"),
+]
+
+
+@pytest.mark.parametrize(("dates", "filters", "field"), BAD_RANGES)
+def test_iter_incoming_refuses_what_get_incoming_refuses_when_called_sending_nothing(
+    emu: Emulator, dates: tuple[date, date], filters: dict[str, Any], field: str
+) -> None:
+    emu.app.recorded.clear()
+    with sclient(emu) as client:
+        with pytest.raises(InvalidInputError) as listed:
+            client.get_incoming(*dates, **filters)
+        with pytest.raises(InvalidInputError) as streamed_error:
+            client.iter_incoming(*dates, **filters)  # when called, before any iteration
+    assert listed.value.field == streamed_error.value.field == field
+    assert str(streamed_error.value) == str(listed.value)
+
+    async def refused() -> None:
+        async with aclient(emu) as client:
+            with pytest.raises(InvalidInputError) as awaited:
+                await client.get_incoming(*dates, **filters)
+            with pytest.raises(InvalidInputError) as made:
+                client.iter_incoming(*dates, **filters)  # not on the first __anext__
+        assert awaited.value.field == made.value.field == field
+
+    asyncio.run(refused())
+    assert emu.recorded == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_range_broken_part_way_gives_its_first_rows_then_a_protocol_error(
+    emu: Emulator, inbox: list[Injected], protocol: str
+) -> None:
+    # Half way through the emulator's answer, a row whose date cannot be: the list call gets no
+    # row, the stream the rows of the slices before it, then the error; and it is not asked again.
+    encode_rows_ = codec.encode_rows
+    bad_row = "<SMSLIST><createddate>31/02/2009(16:37:00)</createddate></SMSLIST>"
+    before: list[int] = []  # how many rows the answer has before the bad one
+
+    def broken(op: Operation, rows: Any) -> str:
+        document = encode_rows_(op, rows)
+        if op.name != RANGED:
+            return document
+        parts = document.split("<SMSLIST>")  # the root's start tag, then a part per row
+        half = len(parts) // 2
+        before.append(half - 1)
+        head, tail = "<SMSLIST>".join(parts[:half]), "<SMSLIST>".join(parts[half:])
+        return f"{head}{bad_row}<SMSLIST>{tail}"
+
+    expected = wanted(inbox, RANGE_FIRST, RANGE_LAST)
+
+    def check(rows: list[IncomingSms], error: ProtocolError) -> None:
+        assert before[-1] == len(expected) // 2 - 1
+        assert 0 < len(rows) <= before[-1]
+        assert seen(rows) == expected[: len(rows)]
+        assert error.operation == RANGED
+        assert "createddate" in str(error)
+
+    with mock.patch.object(codec, "encode_rows", broken), sclient(emu, protocol=protocol) as client:
+        with pytest.raises(ProtocolError):
+            client.get_incoming(RANGE_FIRST, RANGE_LAST)
+        emu.app.recorded.clear()
+        got: list[IncomingSms] = []
+        with sliced(), pytest.raises(ProtocolError) as caught:  # noqa: PT012 - rows, then fault
+            for row in client.iter_incoming(RANGE_FIRST, RANGE_LAST):
+                got.append(row)
+        check(got, caught.value)
+        assert [r.operation for r in emu.recorded] == [RANGED]
+
+        async def stream() -> tuple[list[IncomingSms], ProtocolError]:
+            rows: list[IncomingSms] = []
+            async with aclient(emu, protocol=protocol) as aclient_:
+                with sliced(), pytest.raises(ProtocolError) as failed:  # noqa: PT012
+                    async for row in aclient_.iter_incoming(RANGE_FIRST, RANGE_LAST):
+                        rows.append(row)
+            return rows, failed.value
+
+        emu.app.recorded.clear()
+        check(*asyncio.run(stream()))
+        assert [r.operation for r in emu.recorded] == [RANGED]
