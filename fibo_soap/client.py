@@ -30,6 +30,7 @@ from collections.abc import (
     Sequence,
 )
 from datetime import date, datetime
+from enum import IntEnum
 from types import MethodType
 from typing import (
     TYPE_CHECKING,
@@ -721,9 +722,8 @@ class _Client(Generic[C]):
         op = "GetClientSMSListOfPage"
         params = {
             "pageNO": str(_positive(page, "page")),
-            "fromDate": codec.request_date(from_date),
-            "toDate": codec.request_date(to_date),
-            "smsStatus": "" if status is None else str(int(status)),
+            **_date_range(from_date, to_date),
+            "smsStatus": _status_filter(status, SmsStatus),
             "serviceTypeID": "" if service_type is None else _service_type(service_type),
             "key": self._key(key),
         }
@@ -775,12 +775,9 @@ class _Client(Generic[C]):
     ) -> dict[str, str]:
         """The checked wire parameters of get_incoming and iter_incoming; InvalidInputError when
         the range or a filter is wrong, before anything is sent."""
-        if _day(from_date) > _day(to_date):
-            raise InvalidInputError("from_date is after to_date", field="from_date")
         return {
-            "fromDate": codec.request_date(from_date),
-            "toDate": codec.request_date(to_date),
-            "smsStatus": "" if status is None else str(int(status)),
+            **_date_range(from_date, to_date),
+            "smsStatus": _status_filter(status, IncomingStatus),
             "serviceTypeID": "" if service_type is None else _service_type(service_type),
             "key": self._key(key),
         }
@@ -1138,8 +1135,36 @@ def _service_type(value: str | int) -> str:
     return chosen
 
 
-def _day(value: DateLike) -> date:
-    return value.date() if isinstance(value, datetime) else value
+def _date_range(from_date: DateLike | None, to_date: DateLike | None) -> dict[str, str]:
+    """The wire fields of a date range (None: no bound), each a date or datetime, the first not
+    after the second as FIBO reads them (the days in Vietnam time); InvalidInputError if not."""
+    first = None if from_date is None else codec.request_day(from_date, "from_date")
+    last = None if to_date is None else codec.request_day(to_date, "to_date")
+    if first is not None and last is not None and first > last:
+        raise InvalidInputError(
+            f"from_date is after to_date ({first} > {last}, as days in Vietnam)",
+            field="from_date",
+            value=from_date,
+        )
+    return {"fromDate": codec.request_date(first), "toDate": codec.request_date(last)}
+
+
+def _status_filter(status: IntEnum | int | None, kind: type[IntEnum]) -> str:
+    """The wire field of a status filter: '' for None, else the number of one of ``kind``'s
+    statuses; InvalidInputError for anything else (a name, a bool, a number FIBO has not)."""
+    if status is None:
+        return ""
+    try:
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise ValueError
+        return str(int(kind(status)))
+    except ValueError:
+        known = ", ".join(f"{member.name} ({member.value})" for member in kind)
+        raise InvalidInputError(
+            f"status must be a {kind.__name__} or its number, not {status!r}: one of {known}",
+            field="status",
+            value=status,
+        ) from None
 
 
 def _positive(value: int, field: str) -> int:

@@ -317,21 +317,30 @@ def decode_document(
     return rows
 
 
-def request_date(value: date | datetime | None) -> str:
-    """A date as FIBO takes it in requests (MM-DD-YYYY); '' for None.
+def request_day(value: date | datetime, field: str = "date") -> date:
+    """The day a request's date stands for: a date as it is, a datetime's day, an aware
+    datetime's day in Vietnam time (FIBO's).
 
-    InvalidInputError for anything that is not a date: text is never passed through as a date.
+    InvalidInputError (naming ``field``) for anything that is not a date: text is never passed
+    through as a date.
     """
-    if value is None:
-        return ""
     if not isinstance(value, date):
         raise InvalidInputError(
-            f"a date must be a datetime.date or datetime, not {type(value).__name__}",
-            field="date",
+            f"{field} must be a datetime.date or datetime, not {type(value).__name__}",
+            field=field,
+            value=value,
         )
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        value = value.astimezone(VN_TZ)
-    return value.strftime(REQUEST_DATE_FORMAT)
+    if isinstance(value, datetime):
+        return (value.astimezone(VN_TZ) if value.tzinfo is not None else value).date()
+    return value
+
+
+def request_date(value: date | datetime | None, field: str = "date") -> str:
+    """A date as FIBO takes it in requests (MM-DD-YYYY) of the day ``request_day`` gives; ''
+    for None."""
+    if value is None:
+        return ""
+    return request_day(value, field).strftime(REQUEST_DATE_FORMAT)
 
 
 def parse_request_date(text: str) -> date | None:

@@ -32,6 +32,7 @@ from fibo_soap.client import FiboClient
 from fibo_soap.emulator import Emulator, run_emulator
 from fibo_soap.emulator.app import Recorded
 from fibo_soap.errors import InvalidInputError, MessageTooLongError
+from fibo_soap.models import SmsStatus
 from fibo_soap.operations import OPERATIONS
 
 pytestmark = pytest.mark.e2e
@@ -354,6 +355,38 @@ def test_a_date_that_is_not_a_date_is_refused_before_anything_is_sent(
     with pytest.raises(InvalidInputError):
         client.get_incoming(bad_date, bad_date)
     assert len(emu.recorded) == before
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("bad_status", ["SentSuccess", "2", "2&key=x", 2.0, True, -1, 999])
+def test_a_status_filter_that_is_no_status_is_refused_before_anything_is_sent(
+    emu: Emulator, clients: dict[str, FiboClient], protocol: str, bad_status: Any
+) -> None:
+    before = fresh(emu)
+    client = clients[protocol]
+    with pytest.raises(InvalidInputError) as page:
+        client.get_sent_page(1, status=bad_status)
+    with pytest.raises(InvalidInputError) as incoming:
+        client.get_incoming(date(2020, 1, 1), date(2020, 1, 2), status=bad_status)
+    assert page.value.field == incoming.value.field == "status"
+    assert repr(bad_status) in str(page.value)
+    assert len(emu.recorded) == before
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_page_range_in_the_wrong_order_is_refused_before_anything_is_sent(
+    emu: Emulator, clients: dict[str, FiboClient], protocol: str
+) -> None:
+    before = fresh(emu)
+    with pytest.raises(InvalidInputError) as caught:
+        clients[protocol].get_sent_page(1, from_date=date(2020, 1, 2), to_date=date(2020, 1, 1))
+    assert caught.value.field == "from_date"
+    assert len(emu.recorded) == before
+    # A status given as its enum or its number goes out as the number.
+    clients[protocol].get_sent_page(1, status=SmsStatus.SENT_FAILED)
+    clients[protocol].get_sent_page(1, status=int(SmsStatus.SENT_FAILED))
+    sent = [r.params["smsStatus"] for r in emu.recorded[before:]]
+    assert sent == [str(int(SmsStatus.SENT_FAILED))] * 2
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

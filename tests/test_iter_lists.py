@@ -781,6 +781,18 @@ BAD_RANGES = [
         "from_date",
         id="datetimes-from-after-to",
     ),
+    pytest.param(
+        # 01:00 on 8 March in Vietnam, then 23:00 on 7 March there: the same day in UTC.
+        (datetime(2023, 3, 7, 18, 0, tzinfo=UTC), datetime(2023, 3, 7, 23, 0, tzinfo=ICT)),
+        {},
+        "from_date",
+        id="after-as-days-in-vietnam",
+    ),
+    pytest.param(("2023-03-06", RANGE_LAST), {}, "from_date", id="text-date"),
+    pytest.param((RANGE_FIRST, 20230309), {}, "to_date", id="number-date"),
+    pytest.param((RANGE_FIRST, RANGE_LAST), {"status": "Confirmed"}, "status", id="status-name"),
+    pytest.param((RANGE_FIRST, RANGE_LAST), {"status": 999}, "status", id="status-unknown"),
+    pytest.param((RANGE_FIRST, RANGE_LAST), {"status": True}, "status", id="status-bool"),
     pytest.param((RANGE_FIRST, RANGE_LAST), {"service_type": "x1"}, "service_type", id="type"),
     pytest.param((RANGE_FIRST, RANGE_LAST), {"key": "a\x00b"}, "key", id="key"),
 ]
@@ -809,6 +821,19 @@ def test_iter_incoming_refuses_what_get_incoming_refuses_when_called_sending_not
 
     asyncio.run(refused())
     assert emu.recorded == []
+
+
+def test_a_range_is_read_as_days_in_vietnam(emu: Emulator, inbox: list[Injected]) -> None:
+    # 01:00 on 7 March in Vietnam to 03:00 on 7 March there (20:00 UTC on the 6th): one day,
+    # though the second bound's own date is the day before the first's.
+    first = datetime(2023, 3, 7, 1, 0, tzinfo=ICT)
+    last = datetime(2023, 3, 6, 20, 0, tzinfo=UTC)
+    day = first.date()
+    expected = wanted(inbox, day, day)
+    assert expected
+    with sclient(emu) as client:
+        assert seen(client.get_incoming(first, last)) == expected
+        assert seen(list(client.iter_incoming(first, last))) == expected
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
