@@ -1071,9 +1071,8 @@ class AsyncFiboClient(_Client[AsyncCaller]):
         service_type: str | int | None = None,
         key: str = "",
     ) -> AsyncIterator[IncomingSms]:
-        """The rows of get_incoming one at a time, as iter_sent_list: the same checks (made here,
-        before anything is sent), filters and errors, and no rows when there are none (code 301);
-        wire method GetClientCommingSMSNotDividePage."""
+        """FiboClient.iter_incoming's rows, for ``async for``: checked here, when called; the call
+        is made when the loop starts."""
         params = self._incoming_params(from_date, to_date, status, service_type, key)
         return self._rows_of(
             self._streamed("GetClientCommingSMSNotDividePage", params, IncomingSms)
