@@ -1150,17 +1150,20 @@ def _date_range(from_date: DateLike | None, to_date: DateLike | None) -> dict[st
 
 def _status_filter(status: IntEnum | int | None, kind: type[IntEnum]) -> str:
     """The wire field of a status filter: '' for None, else the number of one of ``kind``'s
-    statuses; InvalidInputError for anything else (a name, a bool, a number FIBO has not)."""
+    statuses; InvalidInputError for anything else (a name, a bool, a number FIBO has not, a
+    status of the other kind: an SmsStatus given for incoming messages)."""
     if status is None:
         return ""
     try:
         if isinstance(status, bool) or not isinstance(status, int):
             raise ValueError
+        if isinstance(status, IntEnum) and not isinstance(status, kind):
+            raise ValueError
         return str(int(kind(status)))
     except ValueError:
         known = ", ".join(f"{member.name} ({member.value})" for member in kind)
         raise InvalidInputError(
-            f"status must be a {kind.__name__} or its number, not {status!r}: one of {known}",
+            f"status must be an {kind.__name__} member or its number, not {status!r}: {known}",
             field="status",
             value=status,
         ) from None

@@ -32,7 +32,7 @@ from fibo_soap.client import FiboClient
 from fibo_soap.emulator import Emulator, run_emulator
 from fibo_soap.emulator.app import Recorded
 from fibo_soap.errors import InvalidInputError, MessageTooLongError
-from fibo_soap.models import SmsStatus
+from fibo_soap.models import IncomingStatus, SmsStatus
 from fibo_soap.operations import OPERATIONS
 
 pytestmark = pytest.mark.e2e
@@ -370,6 +370,11 @@ def test_a_status_filter_that_is_no_status_is_refused_before_anything_is_sent(
         client.get_incoming(date(2020, 1, 1), date(2020, 1, 2), status=bad_status)
     assert page.value.field == incoming.value.field == "status"
     assert repr(bad_status) in str(page.value)
+    # A status of the other kind, though its number is one of this kind's, is a mix-up.
+    with pytest.raises(InvalidInputError, match=r"an SmsStatus member .* not <IncomingStatus"):
+        client.get_sent_page(1, status=IncomingStatus.CONFIRMED)
+    with pytest.raises(InvalidInputError, match=r"an IncomingStatus member .* not <SmsStatus"):
+        client.get_incoming(date(2020, 1, 1), date(2020, 1, 2), status=SmsStatus.SENT_SUCCESS)
     assert len(emu.recorded) == before
 
 
