@@ -33,7 +33,13 @@ from fibo_soap.errors import (
     ZeroBalanceError,
 )
 from fibo_soap.models import VN_TZ, IncomingStatus, SmsStatus, StatusDocument
-from fibo_soap.operations import OPERATIONS, PAGE_SIZE, PHONE_LIST_DOCUMENT
+from fibo_soap.operations import (
+    MULTI_MESSAGE_DOCUMENT,
+    OPERATIONS,
+    PAGE_SIZE,
+    PHONE_LIST_DOCUMENT,
+    STATUS_QUERY_DOCUMENT,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -564,6 +570,57 @@ def test_magic_numbers_work_in_list_sends_with_delay() -> None:
         }
 
 
+def spellings(number: str) -> dict[str, str]:
+    """``number`` (national, 10 digits) as people write it, by a name for each way."""
+    head, mid, tail = number[:4], number[4:7], number[7:]
+    return {
+        "spaces": f"{head} {mid} {tail}",
+        "dashes": f"{head}-{mid}-{tail}",
+        "dots": f"{head}.{mid}.{tail}",
+        "plus84": f"+84 {head[1:]} {mid} {tail}",
+        "84": f"84{number[1:]}",
+    }
+
+
+@pytest.mark.parametrize("nn", [3, 10])
+def test_a_magic_number_written_with_separators_ends_in_its_status(
+    emu: Emulator, protocol: str, nn: int
+) -> None:
+    # The client normalizes numbers before sending; raw calls carry them as written, and the
+    # gateway reads them as it reads them for a refusal: normalized, whatever the separators.
+    number = magic(nn)
+    written = {"plain": number, **spellings(number)}
+    for name, spelled in written.items():
+        decoded = raw_result(emu, protocol, "SendSMS", **send_params(emu, spelled, guid=name))
+        assert code_of(decoded) == 200, spelled
+    plain = {r.guid: r.status for r in emu.received(guid="plain")}
+    assert plain == {"plain": SmsStatus(nn)}  # the rule itself, on the number as FIBO prints it
+    assert {r.guid: r.status for r in emu.received()} == dict.fromkeys(written, SmsStatus(nn))
+
+
+def test_magic_and_refused_numbers_with_separators_in_a_list_send(emu: Emulator) -> None:
+    rows = [
+        (spellings(magic(3))["spaces"], "l-failed"),
+        (spellings(magic(10))["plus84"], "l-spam"),
+        (spellings(PHONE_A)["dashes"], "l-ok"),
+        (spellings(REFUSED)["spaces"], "l-refused"),
+    ]
+    params = {
+        **account(emu),
+        "senderName": "n/a",
+        "smsContent": "text",
+        "listPhoneNumber": codec.encode_document(PHONE_LIST_DOCUMENT, rows),
+        "serviceType": "1",
+    }
+    decoded = raw_result(emu, "post", "SendSMSToListMobilePhone", **params)
+    assert decoded == codec.WrongPhones(("l-refused",))
+    assert {r.guid: r.status for r in emu.received()} == {
+        "l-failed": SmsStatus.SENT_FAILED,
+        "l-spam": SmsStatus.SPAM_SMS,
+        "l-ok": SmsStatus.SENT_SUCCESS,
+    }
+
+
 def test_received_reports_the_state_at_the_emulators_now() -> None:
     with run_emulator(delivery_delay=10) as emu, make_client(emu) as c:
         c.send_sms(PHONE_A, "hi", guid="g-1")
@@ -642,12 +699,119 @@ def test_sent_and_incoming_lists_keep_to_their_minutes_window(emu: Emulator, pro
         assert c.get_incoming_list(15) == []
 
 
+def request_date(day: date) -> str:
+    """``day`` as a request writes it, MM-DD-YYYY with a four-digit year (strftime pads no year)."""
+    return f"{day.month:02d}-{day.day:02d}-{day.year:04d}"
+
+
+def test_the_first_and_last_days_a_date_can_name_bound_both_date_range_reads(
+    emu: Emulator, protocol: str
+) -> None:
+    today = to_vn_noon(emu, 1)
+    with make_client(emu, protocol) as c:
+        c.send_sms(PHONE_A, "today", guid="g-today")
+    injected = emu.inject_incoming(PHONE_B, "reply today")
+    tomorrow = today + timedelta(days=1)
+
+    def read(from_day: date, to_day: date) -> tuple[list[str | None], list[int | None]]:
+        dates = {"fromDate": request_date(from_day), "toDate": request_date(to_day)}
+        filters = {"smsStatus": "", "serviceTypeID": "", "key": ""}
+        sent = raw_result(
+            emu, protocol, "GetClientSMSListOfPage", **account(emu), pageNO="1", **dates, **filters
+        )
+        incoming = raw_result(
+            emu, protocol, "GetClientCommingSMSNotDividePage", **account(emu), **dates, **filters
+        )
+        assert isinstance(sent, list), sent
+        if isinstance(incoming, StatusDocument):  # code 301: nothing in the range
+            assert incoming.code == 301, incoming
+            incoming = []
+        assert isinstance(incoming, list), incoming
+        return [r.guid for r in sent], [r.id for r in incoming]
+
+    todays = read(today, today)
+    assert todays == (["g-today"], [injected])
+    assert read(date.min, date.max) == todays
+    assert read(today, date.max) == todays
+    assert read(date.min, today) == todays
+    # Open at the far end, the bounds still keep to the near one.
+    assert read(tomorrow, date.max) == ([], [])
+    assert read(date.min, today - timedelta(days=1)) == ([], [])
+
+
+def test_a_minutes_window_longer_than_all_time_reads_everything(
+    emu: Emulator, protocol: str
+) -> None:
+    with make_client(emu, protocol) as c:
+        c.send_sms(PHONE_A, "early", guid="g-early")
+        early = emu.inject_incoming(PHONE_B, "early reply")
+        emu.advance(10 * 60)
+        c.send_sms(PHONE_A, "late", guid="g-late")
+        late = emu.inject_incoming(PHONE_C, "late reply")
+        expected = ([r.guid for r in c.get_sent_list(60)], [r.id for r in c.get_incoming_list(60)])
+    assert expected == (["g-early", "g-late"], [early, late])
+    # No whole number is too many minutes: the wire's int has no limit here, a float's does.
+    for minutes in (str(2**63), "1" + "0" * 400):
+        sent = raw_result(emu, protocol, "GetSMSSentList", **account(emu), minutes=minutes)
+        incoming = raw_result(emu, protocol, "GetCommingSMSList", **account(emu), minutes=minutes)
+        assert isinstance(sent, list), sent
+        assert isinstance(incoming, list), incoming
+        assert ([r.guid for r in sent], [r.id for r in incoming]) == expected, minutes
+
+
 def test_get_sms_status_answers_known_guids_in_the_order_asked(client: FiboClient) -> None:
     client.send_sms(PHONE_A, "one", guid="g-1")
     client.send_masked_sms(PHONE_B, "two", sender_name="FiboSMS", guid="g-2", service_type=2)
     rows = client.get_sms_status(["g-2", "never-sent", "g-1"])
     assert [(r.guid, r.sender_name) for r in rows] == [("g-2", "FiboSMS"), ("g-1", None)]
     assert client.get_sms_status(["never-sent"]) == []
+
+
+def test_a_guid_with_surrounding_spaces_is_found_by_the_same_string(
+    emu: Emulator, protocol: str
+) -> None:
+    def guid(kind: str) -> str:
+        return f" \t{kind}-{protocol} "
+
+    sends: dict[str, dict[str, str]] = {
+        "SendSMS": send_params(emu, PHONE_A, guid=guid("single")),
+        "SendMaskedSMS": {
+            **send_params(emu, PHONE_B, guid=guid("masked")),
+            "senderName": "FiboSMS",
+        },
+        "SendSMSToListMobilePhone": {
+            **account(emu),
+            "senderName": "n/a",
+            "smsContent": "text",
+            "listPhoneNumber": codec.encode_document(
+                PHONE_LIST_DOCUMENT, [(PHONE_A, guid("list")), (REFUSED, guid("list-refused"))]
+            ),
+            "serviceType": "1",
+        },
+        "SendSMSWithMultiMessage": {
+            **account(emu),
+            "senderName": "n/a",
+            "smsMessage": codec.encode_document(
+                MULTI_MESSAGE_DOCUMENT, [(PHONE_C, guid("multi"), "text")]
+            ),
+            "serviceType": "1",
+        },
+    }
+    answers = {
+        method: raw_result(emu, protocol, method, **params) for method, params in sends.items()
+    }
+    taken = [guid(kind) for kind in ("single", "masked", "list", "multi")]
+    asked = codec.encode_document(STATUS_QUERY_DOCUMENT, taken)
+    rows = raw_result(emu, protocol, "GetSMSStatus", **account(emu), smsList=asked)
+    assert isinstance(rows, list), rows
+    # The very string each was sent with finds it, under the GUID it is stored by: trimmed, as
+    # the look-up trims what it is asked for.
+    stored = [r.guid for r in emu.received()]
+    assert [r.guid for r in rows] == stored
+    assert stored == [g.strip() for g in taken]
+    # The rejected recipient is echoed under the GUID a look-up would use, too.
+    refused_guid = guid("list-refused").strip()
+    assert answers["SendSMSToListMobilePhone"] == codec.WrongPhones((refused_guid,))
 
 
 def test_incoming_sms_are_read_by_both_operations(emu: Emulator, protocol: str) -> None:

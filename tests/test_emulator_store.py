@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -644,6 +644,37 @@ def test_incoming_range_uses_vietnam_days_and_filters(store: Store) -> None:
     assert ids(day, day, key="84909") == [b]
     assert ids(day, day, key="ĐĂNG") == [a]
     assert ids(day + timedelta(days=1), day) == []
+
+
+def test_the_first_and_last_days_a_date_can_name_leave_a_day_range_open(store: Store) -> None:
+    # Noon in Vietnam on the first and the last day a date can name, and a day in between.
+    at = [datetime.combine(d, time(12), VN_TZ) for d in (date.min, NOW.date(), date.max)]
+    sent = [send(store, [msg(i)], now=t).ids[0] for i, t in enumerate(at)]
+    received = [_incoming(store, "C1", t) for t in at]
+
+    def read(from_day: date, to_day: date) -> tuple[list[int | None], list[int | None]]:
+        page = store.sent_page(
+            "C1", 1, from_day=from_day, to_day=to_day, status=None, service_type_id=None, key=""
+        )
+        ranged = store.incoming_range(
+            "C1", from_day=from_day, to_day=to_day, status=None, service_type_id=None, key=""
+        )
+        return sorted(r.id or 0 for r in page), [r.id for r in ranged]
+
+    assert read(date.min, date.max) == (sent, received)
+    assert read(date.max, date.max) == (sent[2:], received[2:])
+    assert read(date.min, date.min) == (sent[:1], received[:1])
+    assert read(NOW.date(), date.max) == (sent[1:], received[1:])
+    assert read(date.min, NOW.date()) == (sent[:2], received[:2])
+
+
+def test_a_minutes_window_too_long_for_a_float_reaches_back_past_every_row(store: Store) -> None:
+    at = [datetime.combine(date.min, time(12), VN_TZ), NOW]
+    sent = [send(store, [msg(i)], now=t).ids[0] for i, t in enumerate(at)]
+    received = [_incoming(store, "C1", t) for t in at]
+    endless = 10**400  # minutes * 60 does not fit a float
+    assert [r.id for r in store.sent_since("C1", endless, NOW)] == sent
+    assert [r.id for r in store.incoming_since("C1", endless, NOW)] == received
 
 
 # -- instants -------------------------------------------------------------------------------------

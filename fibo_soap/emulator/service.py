@@ -4,7 +4,8 @@ This is the emulator's side of the operation table: each wire method takes its p
 for an element a SOAP request left out, as .NET binds it) and returns the result text or int that
 the protocol layer wraps. Result documents are written by the project's codec.
 
-Magic phone numbers (any valid mobile number whose last four digits are these):
+Magic phone numbers (any valid mobile number whose last four digits, once normalized, are these;
+spaces, dashes and a +84 prefix do not matter):
 - ``00NN`` with NN from 03 to 11: the message ends in SMSStatus NN (03 SentFailed,
   05 ToNumberNotCorrect, 10 SpamSMS, ...) instead of SentSuccess;
 - ``0101``: the gateway refuses the number (code 101, or ListWrongPhoneNumber in a list send).
@@ -79,25 +80,40 @@ class Clock:
 
 
 def final_status(number: str) -> SmsStatus:
-    """The status a message to ``number`` ends in, by the magic-number rule."""
-    tail = number[-4:]
-    if tail.startswith("00") and tail[2:].isdigit():
-        code = int(tail[2:])
-        if SmsStatus.SENT_FAILED <= code <= SmsStatus.RESTORE_TO_ACCOUNT_CLIENT:
-            return SmsStatus(code)
-    return SmsStatus.SENT_SUCCESS
+    """The status a message to ``number`` ends in, by the magic-number rule: the last four digits
+    of the number as normalized (``0909 120 003`` ends in SentFailed); ToNumberNotCorrect for a
+    number the gateway refuses (see :func:`refused`), as a bulk send that takes one stores it."""
+    fate = _fate(number)
+    return SmsStatus.TO_NUMBER_NOT_CORRECT if fate is None else fate
 
 
 def refused(number: str) -> bool:
     """True when the gateway refuses the number: not a valid mobile number, or magic ``0101``."""
+    return _fate(number) is None
+
+
+#: A normalized number's last four digits → its final status; None: the gateway refuses it.
+_MAGIC: dict[str, SmsStatus | None] = {
+    **{
+        f"00{code:02d}": SmsStatus(code)
+        for code in range(SmsStatus.SENT_FAILED, SmsStatus.RESTORE_TO_ACCOUNT_CLIENT + 1)
+    },
+    REFUSED_SUFFIX: None,
+}
+
+
+def _fate(number: str) -> SmsStatus | None:
+    # The one reading of a number behind refused() and final_status(), and the only place a send
+    # normalizes it: the final status of a message to it, None when the gateway refuses it.
     # The wire carries national (0…) or international digits without "+"; give the latter back
     # their "+" so a foreign number is read under its own country, not as a Vietnamese one.
     spelled = number if number.startswith(("0", "+")) else f"+{number}"
     try:
         normalized = phone.normalize(spelled)
     except FiboError:
-        return True
-    return normalized.endswith(REFUSED_SUFFIX)
+        return None
+    # Normalized numbers are digits only, whatever spaces, dashes or "+84" the sender wrote.
+    return _MAGIC.get(normalized[-4:], SmsStatus.SENT_SUCCESS)
 
 
 class MethodError(Exception):
@@ -110,12 +126,21 @@ class _Planned(NamedTuple):
     message: str
     guid: str | None
     refused: bool
+    final: SmsStatus  # ToNumberNotCorrect when refused
 
 
 def _plan(number: str | None, message: str | None, guid: str | None) -> _Planned:
-    # Validation runs once per message, here, whatever the send does with the result.
+    # Validation runs once per message, here, whatever the send does with the result. The GUID is
+    # trimmed as GetSMSStatus trims the ones it is asked for, so the same string finds it.
     phone_number = (number or "").strip()
-    return _Planned(phone_number, message or "", guid, refused(phone_number))
+    fate = _fate(phone_number)
+    return _Planned(
+        phone_number,
+        message or "",
+        None if guid is None else guid.strip(),
+        fate is None,
+        SmsStatus.TO_NUMBER_NOT_CORRECT if fate is None else fate,
+    )
 
 
 class FiboService:
@@ -237,7 +262,7 @@ class FiboService:
             code = self._submit(client_no, service_type, good, sender, protocol, name)
             if code != CODE_ACCEPTED or not wrong:
                 return _status(code)
-        return codec.encode_wrong_phones((item.guid or "").strip() for item in wrong)
+        return codec.encode_wrong_phones(item.guid or "" for item in wrong)
 
     def _submit(
         self,
@@ -296,8 +321,8 @@ class FiboService:
             return SmsStatus.PENDING, None, None
         if item.refused:
             # Bulk sends do not refuse numbers up front; such messages fail at once.
-            return SmsStatus.TO_NUMBER_NOT_CORRECT, now, now
-        return final_status(item.phone), now + self._sending_after, now + self._final_after
+            return item.final, now, now
+        return item.final, now + self._sending_after, now + self._final_after
 
     # --- reads -----------------------------------------------------------------------------
 

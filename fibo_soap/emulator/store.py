@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hmac
 import json
+import math
 import os
 import sqlite3
 import tempfile
@@ -684,7 +685,7 @@ class Store:
         params = {
             "client_no": client_no,
             "lo": None if from_day is None else _day_start(from_day),
-            "hi": None if to_day is None else _day_start(to_day + timedelta(days=1)),
+            "hi": None if to_day is None else _day_end(to_day),
             "status": status,
             "service_type_id": service_type_id,
             "key": key,
@@ -826,7 +827,7 @@ class Store:
         params = {
             "client_no": client_no,
             "lo": _day_start(from_day),
-            "hi": _day_start(to_day + timedelta(days=1)),
+            "hi": _day_end(to_day),
             "status": status,
             "service_type_id": service_type_id,
             "key": key,
@@ -1014,11 +1015,23 @@ def _day_start(day: date) -> float:
     return datetime.combine(day, time(), models.VN_TZ).timestamp()
 
 
+def _day_end(day: date) -> float | None:
+    # The exclusive upper bound of an inclusive last day: the next day's start, None (no bound)
+    # after the last day a date can name, 31 December 9999, which has no next day.
+    return None if day == date.max else _day_start(day + timedelta(days=1))
+
+
 def _window(minutes: int, now: datetime) -> tuple[float, float]:
     if minutes < 0:
         raise ValueError(f"minutes must be 0 or more, not {minutes}")
     hi = _ts(now)
-    return hi - minutes * 60, hi
+    try:
+        lo = hi - minutes * 60
+    except OverflowError:
+        # The wire's minutes have no upper limit; a window too long for a float reaches back
+        # past every instant.
+        lo = -math.inf
+    return lo, hi
 
 
 def _sent(row: Any) -> models.SentSms:
