@@ -50,6 +50,7 @@ from fibo_soap.errors import (
     CODE_ACCEPTED,
     CODE_NO_SMS,
     CODE_OK,
+    FiboCodeError,
     InvalidInputError,
     InvalidServiceTypeError,
     MessageTooLongError,
@@ -418,7 +419,9 @@ class _Client(Generic[C]):
     def _text(self, message: str, field: str = "message") -> str:
         if not isinstance(message, str):
             raise InvalidInputError(f"{field} must be text", field=field, value=message)
-        prepared = text.prepare(message, accents=self.accents, max_parts=self.max_parts)
+        prepared = text.prepare(
+            message, accents=self.accents, max_parts=self.max_parts, field=field
+        )
         if len(prepared) > MAX_MESSAGE_CHARS:
             raise MessageTooLongError(
                 f"{field} has {len(prepared)} characters; FIBO takes at most {MAX_MESSAGE_CHARS}",
@@ -429,10 +432,7 @@ class _Client(Generic[C]):
     def _guid(self, guid: str | None) -> str:
         if guid is None:
             return self._new_guid()
-        if not guid.strip():
-            raise InvalidInputError("guid is empty", field="guid")
-        text.check_text(guid, field="guid")
-        return guid
+        return _given_guid(guid)
 
     def _guids(self, guids: Iterable[str | None]) -> list[str]:
         made = [self._guid(guid) for guid in guids]
@@ -446,7 +446,15 @@ class _Client(Generic[C]):
         return made
 
     def _sender(self, sender_name: str | None, default: str) -> str:
-        if sender_name is None or not sender_name.strip():
+        if sender_name is None:
+            return default
+        if not isinstance(sender_name, str):
+            raise InvalidInputError(
+                f"sender_name must be text, not {type(sender_name).__name__}",
+                field="sender_name",
+                value=sender_name,
+            )
+        if not sender_name.strip():
             return default
         text.check_text(sender_name, field="sender_name")
         return sender_name.strip()
@@ -605,7 +613,7 @@ class _Client(Generic[C]):
         SendBulkSMS carries no GUIDs: its messages cannot be looked up, and a failure after the
         request went out cannot be resolved. Prefer send_multi_message.
         """
-        items = [_message(entry) for entry in messages]
+        items = [_message(entry) for entry in _many(messages, "messages")]
         if not items:
             raise InvalidInputError("the message list is empty", field="messages")
         numbers = self._phones([item.phone for item in items])
@@ -631,7 +639,7 @@ class _Client(Generic[C]):
     ) -> Plan[BatchReceipt]:
         """The GUIDs accepted and rejected for one text to many phones;
         wire method SendSMSToListMobilePhone. ``phones`` are numbers or ``(number, guid)``."""
-        entries = [(p, None) if isinstance(p, str) else (p[0], p[1]) for p in phones]
+        entries = [_phone_entry(p) for p in _many(phones, "phones")]
         numbers = self._phones([number for number, _ in entries])
         guids = self._guids(guid for _, guid in entries)
         body = self._text(content, "content")
@@ -664,7 +672,7 @@ class _Client(Generic[C]):
     ) -> Plan[BatchReceipt]:
         """The GUIDs accepted and rejected for a text of its own to each phone;
         wire method SendSMSWithMultiMessage."""
-        items = [_message(entry) for entry in messages]
+        items = [_message(entry) for entry in _many(messages, "messages")]
         if not items:
             raise InvalidInputError("the message list is empty", field="messages")
         numbers = self._phones([item.phone for item in items])
@@ -690,11 +698,9 @@ class _Client(Generic[C]):
 
         Unknown GUIDs are simply absent from the list.
         """
-        wanted = list(guids)
+        wanted = [_given_guid(guid, "guids") for guid in _many(guids, "guids")]
         if not wanted:
             raise InvalidInputError("no GUIDs to look up", field="guids")
-        for guid in wanted:
-            self._guid(guid)
         op = "GetSMSStatus"
         document = codec.encode_document(operation(op).document("smsList"), wanted)  # type: ignore[arg-type]
         decoded = yield from self._wire(op, {"smsList": document})
@@ -737,8 +743,11 @@ class _Client(Generic[C]):
         if not isinstance(pages, int):
             raise ProtocolError(f"{op}: expected an integer", operation=op)
         if pages < 0:
-            raise InvalidInputError(
-                f"FIBO refused the parameters (answer {pages})", field="key", operation=op
+            # FIBO documents only "<0: wrong parameters": the account or the key.
+            raise FiboCodeError(
+                f"FIBO refused the call (answer {pages}): wrong parameters, the account or the key",
+                operation=op,
+                code=pages,
             )
         return pages
 
@@ -797,7 +806,8 @@ class _Client(Generic[C]):
         so an estimate that succeeds describes what a send will do.
         """
         items = [
-            Message("", entry) if isinstance(entry, str) else _message(entry) for entry in messages
+            Message("", entry) if isinstance(entry, str) else _message(entry)
+            for entry in _many(messages, "messages")
         ]
         chosen = self._service_type(service_type)
         phones = [item.phone for item in items if item.phone]
@@ -1127,7 +1137,9 @@ def protocol_list(value: str | Sequence[str] | None) -> tuple[str, ...]:
 
 def _service_type(value: str | int) -> str:
     chosen = str(value).strip()
-    if not chosen.lstrip("-").isdigit():
+    # ASCII digits only: isdigit() also takes "²" and "１", which FIBO would not read as numbers.
+    digits = chosen.removeprefix("-")
+    if not (digits.isascii() and digits.isdecimal()):
         raise InvalidInputError(
             f"service_type must be a number, got {value!r}", field="service_type", value=value
         )
@@ -1173,6 +1185,46 @@ def _positive(value: int, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInputError(f"{field} must be a whole number ≥ 1", field=field, value=value)
     return value
+
+
+def _many(entries: Iterable[Any], field: str) -> Iterable[Any]:
+    """``entries``, refused when it is one item where a collection of them belongs: a str (its
+    characters would each be taken for an item) or a single Message."""
+    if isinstance(entries, str | bytes | Message):
+        raise InvalidInputError(
+            f"{field} must be a collection (a list, say), not one {type(entries).__name__}: "
+            f"pass [{field[:-1] if field.endswith('s') else field}]",
+            field=field,
+            value=entries,
+        )
+    return entries
+
+
+def _given_guid(guid: object, field: str = "guid") -> str:
+    """A GUID the caller gave, checked: text, not empty, without the surrounding whitespace FIBO
+    trims (a look-up or a ListWrongPhoneNumber would then name another string), sendable."""
+    if not isinstance(guid, str):
+        raise InvalidInputError(
+            f"a GUID must be text, not {type(guid).__name__}", field=field, value=guid
+        )
+    text.check_text(guid, field=field)
+    if guid.strip() != guid:
+        raise InvalidInputError(
+            f"the GUID {guid!r} starts or ends with whitespace, which FIBO trims",
+            field=field,
+            value=guid,
+        )
+    return guid
+
+
+def _phone_entry(entry: PhoneEntry) -> tuple[str, str | None]:
+    if isinstance(entry, str):
+        return entry, None
+    if isinstance(entry, tuple) and len(entry) == 2:
+        return entry[0], entry[1]
+    raise InvalidInputError(
+        "a recipient is a phone number or a (phone, guid) tuple", field="phones", value=entry
+    )
 
 
 def _message(entry: MessageEntry) -> Message:

@@ -223,6 +223,7 @@ def prepare(
     *,
     accents: Accents | str = Accents.KEEP,
     max_parts: int = 5,
+    field: str = "message",
 ) -> str:
     """The text to send: checked, composed (NFC), accents handled, within ``max_parts`` parts.
 
@@ -230,9 +231,10 @@ def prepare(
     would otherwise cost up to three UCS-2 units. ``accents`` is ``"keep"``, ``"strip"``
     (:func:`strip_accents`) or ``"strip-if-shorter"`` (strip only if that takes fewer parts).
     Raises :class:`InvalidInputError` as :func:`check_text` does, and
-    :class:`MessageTooLongError` when the text needs more than ``max_parts`` parts.
+    :class:`MessageTooLongError` when the text needs more than ``max_parts`` parts; both name
+    ``field``, the argument the text came in.
     """
-    check_text(text)
+    check_text(text, field=field)
     mode = _check_accents(accents)
     if isinstance(max_parts, bool) or not isinstance(max_parts, int) or max_parts < 1:
         raise InvalidInputError(
@@ -253,8 +255,8 @@ def prepare(
     if parts > max_parts:
         unit = "GSM-7 septets" if encoding is Encoding.GSM7 else "UCS-2 code units"
         raise MessageTooLongError(
-            f"message needs {parts} SMS parts ({characters} {unit}); the limit is {max_parts}",
-            field="message",
+            f"{field} needs {parts} SMS parts ({characters} {unit}); the limit is {max_parts}",
+            field=field,
         )
     return result
 

@@ -14,6 +14,7 @@ checked with a plain parser: every parameter exactly once, in wire order, and no
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import unicodedata
@@ -28,11 +29,11 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from fibo_soap import wsdl
-from fibo_soap.client import FiboClient
+from fibo_soap.client import AsyncFiboClient, FiboClient
 from fibo_soap.emulator import Emulator, run_emulator
 from fibo_soap.emulator.app import Recorded
-from fibo_soap.errors import InvalidInputError, MessageTooLongError
-from fibo_soap.models import IncomingStatus, SmsStatus
+from fibo_soap.errors import FiboCodeError, InvalidInputError, MessageTooLongError
+from fibo_soap.models import IncomingStatus, Message, SmsStatus
 from fibo_soap.operations import OPERATIONS
 
 pytestmark = pytest.mark.e2e
@@ -112,6 +113,12 @@ def problem(text: str) -> str | None:
 
 def first_problem(*texts: str) -> str | None:
     return next((found for found in map(problem, texts) if found), None)
+
+
+def guid_problem(guid: str) -> str | None:
+    """Why the client must refuse ``guid``: as any value, or for the outer whitespace FIBO trims
+    (a look-up or a ListWrongPhoneNumber would name another string)."""
+    return problem(guid) or ("whitespace" if guid.strip() != guid else None)
 
 
 # --- the emulator and one client per protocol, shared by every example ------------------
@@ -227,11 +234,12 @@ def test_a_guid_and_a_sender_name_arrive_exactly_or_are_refused(
     try:
         clients[protocol].send_masked_sms(PHONE, "hello", guid=guid, sender_name=sender)
     except InvalidInputError as error:
-        # The GUID is checked first; a blank sender name means "none", never an error.
-        expect_refusal(error, problem(guid) or (problem(sender) if sender.strip() else None))
+        # The GUID is checked first (FIBO trims it, so outer whitespace is refused too); a blank
+        # sender name means "none", never an error.
+        expect_refusal(error, guid_problem(guid) or (problem(sender) if sender.strip() else None))
         assert len(emu.recorded) == before
         return
-    assert problem(guid) is None
+    assert guid_problem(guid) is None
     params = assert_one_call(last_request(emu, before), "SendMaskedSMS")
     assert params["smsGUID"] == guid
     # The sender name is trimmed by the client (a brand name has no outer spaces).
@@ -295,7 +303,8 @@ def test_a_multi_message_document_carries_every_text_exactly(
     except InvalidInputError as error:
         # Every GUID is checked before any text.
         guids, texts = [guid for _, _, guid in messages], [text for _, text, _ in messages]
-        expect_refusal(error, first_problem(*guids) or first_problem(*texts))
+        guid_refusal = next(filter(None, map(guid_problem, guids)), None)
+        expect_refusal(error, guid_refusal or first_problem(*texts))
         assert len(emu.recorded) == before
         return
     params = assert_one_call(last_request(emu, before), "SendSMSWithMultiMessage")
@@ -325,10 +334,10 @@ def test_a_status_query_carries_every_guid_exactly(
     try:
         clients[protocol].get_sms_status(guids)
     except InvalidInputError as error:
-        expect_refusal(error, first_problem(*guids))
+        expect_refusal(error, next(filter(None, map(guid_problem, guids)), None))
         assert len(emu.recorded) == before
         return
-    assert first_problem(*guids) is None
+    assert not any(map(guid_problem, guids))
     params = assert_one_call(last_request(emu, before), "GetSMSStatus")
     document = etree.fromstring(params["smsList"].encode())
     assert [(child.tag, child.text or "") for child in document] == [("msguid", g) for g in guids]
@@ -406,3 +415,76 @@ def test_dates_arrive_in_the_one_format(
         "12-31-2009",
         "2",
     )
+
+
+# --- values of the wrong shape: refused by name, before anything is sent ------------------------
+
+#: (call, field): each call gives one value where its argument wants another shape.
+WRONG_SHAPES: list[tuple[str, Any, str]] = [
+    (
+        "one GUID as a str",
+        lambda c: c.get_sms_status("2207a1b2-0000-4000-8000-000000000001"),
+        "guids",
+    ),
+    ("one text as a str", lambda c: c.estimate("hello", check_balance=False), "messages"),
+    ("one Message", lambda c: c.send_multi_message(Message(PHONE, "x")), "messages"),
+    ("one Message, bulk", lambda c: c.send_bulk_sms(Message(PHONE, "x")), "messages"),
+    ("one phone as a str", lambda c: c.send_to_list(PHONE, "x"), "phones"),
+    ("a 1-tuple recipient", lambda c: c.send_to_list([(PHONE,)], "x"), "phones"),
+    ("a GUID that is a number", lambda c: c.send_sms(PHONE, "x", guid=123), "guid"),
+    ("a GUID padded with spaces", lambda c: c.send_sms(PHONE, "x", guid=" g1 "), "guid"),
+    ("a padded GUID in a list", lambda c: c.send_to_list([(PHONE, "g1\n")], "x"), "guid"),
+    ("a None to look up", lambda c: c.get_sms_status([None]), "guids"),
+    ("a number to look up", lambda c: c.get_sms_status([123]), "guids"),
+    ("a padded GUID to look up", lambda c: c.get_sms_status([" g1"]), "guids"),
+    (
+        "a sender name that is a number",
+        lambda c: c.send_masked_sms(PHONE, "x", sender_name=5),
+        "sender_name",
+    ),
+    ("an empty content", lambda c: c.send_to_list([PHONE], " "), "content"),
+    ("a content too long", lambda c: c.send_to_list([PHONE], "x" * 900), "content"),
+    ("a service type in other digits", lambda c: c.get_balance(service_type="１"), "service_type"),
+    ("a service type in superscript", lambda c: c.get_balance(service_type="²"), "service_type"),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "field"), [pytest.param(call, field, id=name) for name, call, field in WRONG_SHAPES]
+)
+def test_a_value_of_the_wrong_shape_is_refused_by_name_before_anything_is_sent(
+    emu: Emulator, clients: dict[str, FiboClient], call: Any, field: str
+) -> None:
+    before = fresh(emu)
+    with pytest.raises(InvalidInputError) as sync_error:
+        call(clients["get"])
+
+    async def refused() -> InvalidInputError:
+        client = AsyncFiboClient(
+            emu.client_no, emu.client_pass, endpoint=emu.endpoint, retry=None, service_type="1"
+        )
+        async with client:
+            with pytest.raises(InvalidInputError) as async_error:
+                await call(client)
+        return async_error.value
+
+    async_value = asyncio.run(refused())
+    assert sync_error.value.field == async_value.field == field
+    assert str(sync_error.value) == str(async_value)
+    assert len(emu.recorded) == before
+
+
+def test_a_negative_page_count_is_fibo_refusing_the_call_not_bad_input(emu: Emulator) -> None:
+    # GetTotalPageOfClientSMS answers a negative number for "wrong parameters" (here the
+    # account): the request went out, so it is FIBO's answer, not an input refused before.
+    with emu.client(retry=None) as good:
+        assert good.get_total_pages() >= 0
+    wrong = FiboClient(emu.client_no, "not-the-password", endpoint=emu.endpoint, retry=None)
+    before = fresh(emu)
+    with wrong, pytest.raises(FiboCodeError) as caught:
+        wrong.get_total_pages()
+    assert not isinstance(caught.value, InvalidInputError)
+    assert caught.value.code is not None
+    assert caught.value.code < 0
+    assert f"answer {caught.value.code}" in str(caught.value)
+    assert [r.operation for r in emu.recorded[before:]] == ["GetTotalPageOfClientSMS"]
