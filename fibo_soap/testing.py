@@ -20,7 +20,9 @@ on every pytest-recording VCR by this plugin's ``pytest_recording_configure``; w
 call ``register_matchers(vcr)``.
 
 Nothing is imported from the emulator, zeep or VCR.py until it is used, so the plugin costs a test
-session nothing when its fixtures are not requested.
+session nothing when its fixtures are not requested. The client's transport is imported when the
+plugin loads, before any cassette: it keeps http.client's own connection classes from then, and
+would take VCR.py's for them if first imported while a cassette is in use.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
 
 import pytest
 
+# Imported now, before any cassette patches http.client: see the module's docstring.
+import fibo_soap.protocols.transport  # noqa: F401
 from fibo_soap import codec, logs
-from fibo_soap.errors import FiboError
+from fibo_soap.errors import FiboError, InvalidInputError
 from fibo_soap.operations import CLIENT_NO, CLIENT_PASS, OPERATIONS
 
 if TYPE_CHECKING:
@@ -60,6 +64,7 @@ MATCH_ON: Final = ("method", "path", "fibo_action", "fibo_body")
 _MIN_LEARNED_SECRET = 6
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _PHONE = re.compile(r"\+?(\d{8,15})")
+_PHONE_IN_TEXT = re.compile(rf"(?<!\d){_PHONE.pattern}(?!\d)")
 _PHONE_ELEMENT = "phonenumber"
 _PHONE_PARAM = "phoneNumber"
 _FORM = "application/x-www-form-urlencoded"
@@ -278,21 +283,27 @@ def mask_digits(number: str) -> str:
 
 
 def _phones_in(values: Iterable[tuple[str, str | None]]) -> set[str]:
-    """The digits of every phone number in a call's parameters and request documents."""
+    """The digits of every phone number in a call's parameters and request documents: the
+    phone fields, and the numbers written in free text (a search ``key``, a message)."""
     found: set[str] = set()
     for name, value in values:
-        if value is None:
+        if value is None or name in (CLIENT_PASS, CLIENT_NO):
             continue
-        match = _PHONE.fullmatch(value.strip()) if name == _PHONE_PARAM else None
-        if match:
-            found.add(match.group(1))
         document = _inner_document(value)
         if document is not None:
-            found.update(_phones_in_tree(document))
+            found.update(_phones_in_tree(document, free_text=True))
+        elif name == _PHONE_PARAM:
+            match = _PHONE.fullmatch(value.strip())
+            if match:
+                found.add(match.group(1))
+        else:
+            found.update(_phones_in_text(value))
     return found
 
 
-def _phones_in_tree(root: etree._Element) -> set[str]:
+def _phones_in_tree(root: etree._Element, *, free_text: bool = False) -> set[str]:
+    """The digits of the numbers in a document's phone elements, and with ``free_text`` (a
+    request's document) those its other texts hold."""
     found: set[str] = set()
     for element in root.iter():
         if not isinstance(element.tag, str):
@@ -305,7 +316,24 @@ def _phones_in_tree(root: etree._Element) -> set[str]:
         elif text.startswith("<"):
             inner = _inner_document(text)
             if inner is not None:
-                found.update(_phones_in_tree(inner))
+                found.update(_phones_in_tree(inner, free_text=free_text))
+        elif free_text:
+            found.update(_phones_in_text(text))
+    return found
+
+
+def _phones_in_text(text: str) -> set[str]:
+    """The digits of the phone numbers free text holds: runs of 8 to 15 digits that
+    fibo_soap.phone takes for a mobile number (an amount or an order number is none)."""
+    from fibo_soap import phone
+
+    found: set[str] = set()
+    for match in _PHONE_IN_TEXT.finditer(text):
+        try:
+            phone.normalize(match.group())
+        except InvalidInputError:
+            continue
+        found.add(match.group(1))
     return found
 
 
@@ -486,10 +514,11 @@ def cassette_config(
 
     Every ``clientPass`` value is replaced with ``***``; ``secrets`` are removed in every spelling
     (plain, URL-encoded, XML-escaped) from requests and answers. ``phones`` masks phone numbers
-    (``0909***628``) in phone fields, request documents and list answers; ``client_numbers``
-    replaces ``clientNo`` too (a cassette then replays for any account). A FIBO request to a
-    loopback address is recorded as made to ``loopback_origin`` (None: as it was), so that an
-    emulator's random port does not change the cassette.
+    (``0909***628``) in phone fields, request documents, the free text of requests (a search
+    ``key``, a message) and list answers, and wherever an answer repeats one a request held;
+    ``client_numbers`` replaces ``clientNo`` too (a cassette then replays for any account). A
+    FIBO request to a loopback address is recorded as made to ``loopback_origin`` (None: as it
+    was), so that an emulator's random port does not change the cassette.
     """
     scrubber = CassetteScrubber(
         secrets=secrets,

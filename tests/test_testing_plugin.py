@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 import vcr
@@ -339,6 +341,74 @@ def test_phones_and_client_numbers_go_when_asked() -> None:
     assert "phoneNumber=%2B8490***628" in query.uri
 
 
+def test_phones_in_free_text_go_and_other_numbers_stay() -> None:
+    amount, order = "10000000", "123456789012"  # digit runs that are no phone number
+    text = f"Goi {PHONE} ve don {order}, so tien {amount}"
+    scrubber = CassetteScrubber(phones=True)
+    query = scrubber.request(_get("GetTotalPageOfClientSMS", f"clientNo=CL0001&key={PHONE}"))
+    assert query.uri.endswith(f"key={mask_digits(PHONE)}")
+    form = scrubber.request(
+        _form("SendSMS", urlencode({"phoneNumber": PHONE_2, "smsMessage": text}))
+    )
+    assert parse_qs(form.body.decode())["smsMessage"] == [text.replace(PHONE, mask_digits(PHONE))]
+    multi = (
+        f"<Document><ListMobilePhone><PhoneNumber>{PHONE_2}</PhoneNumber><MSGUID>g-1</MSGUID>"
+        f"<Message>{text}</Message></ListMobilePhone></Document>"
+    )
+    soap = scrubber.request(_soap("SendSMSWithMultiMessage", [("smsMessage", _escaped(multi))]))
+    body = soap.body.decode()
+    assert PHONE not in body
+    assert PHONE_2 not in body
+    assert f"{mask_digits(PHONE)} ve don {order}, so tien {amount}" in body
+    # A number a request held is masked in the answers too.
+    answer = scrubber.response(_answer(f"<string>{PHONE} {amount}</string>"))
+    assert answer["body"]["string"].decode() == f"<string>{mask_digits(PHONE)} {amount}</string>"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_phone_number_as_search_key_is_masked_and_replays(tmp_path: Path, protocol: str) -> None:
+    recorder = vcr.VCR(cassette_library_dir=str(tmp_path))
+    register_matchers(recorder)
+    config = cassette_config(phones=True)
+
+    def searches(client: FiboClient, key: str) -> list[Any]:
+        return [
+            [row.guid for row in client.get_sent_page(1, key=key)],
+            client.get_total_pages(key=key),
+            [row.id for row in client.get_incoming(date(2000, 1, 1), date(2100, 1, 1), key=key)],
+        ]
+
+    with run_emulator(delivery_delay=0) as emu:
+        emu.inject_incoming(PHONE, "hello")
+        with (
+            recorder.use_cassette("c.yaml", record_mode="once", **config),
+            emu.client(protocol=protocol, guid_factory=seeded_guids(3)) as client,
+        ):
+            client.send_sms(PHONE, "hello")
+            recorded = searches(client, PHONE)
+    assert all(recorded), "each search found the number"
+    text = (tmp_path / "c.yaml").read_text("utf-8")
+    strings = [text, *(str(s) for s in _strings(yaml.safe_load(text)))]
+    assert not any(PHONE in s for s in strings)
+    assert mask_digits(PHONE) in text
+
+    with (
+        recorder.use_cassette("c.yaml", record_mode="none", **config),
+        FiboClient(
+            "CL0001",
+            "pw",
+            endpoint=REPLAY_ENDPOINT,
+            protocol=protocol,
+            service_type=1,
+            guid_factory=seeded_guids(3),
+        ) as client,
+    ):
+        client.send_sms(PHONE, "hello")
+        assert searches(client, PHONE) == recorded
+        with pytest.raises(CannotOverwriteExistingCassetteException):
+            client.get_total_pages(key=PHONE_2)  # another key is another request
+
+
 def test_answers_lose_the_secrets_seen_and_their_phones() -> None:
     scrubber = CassetteScrubber(phones=True, secrets=["token-xyz"])
     scrubber.request(_form("CheckClient", "clientNo=CL0001&clientPass=learned-pw"))
@@ -454,6 +524,33 @@ def test_a_cassette_keeps_no_secret_and_replays_for_another_account(
     assert recorded[4] == [(INCOMING, "FIBO DEMO")]
 
 
+def _recorded_methods(cassette: Path) -> list[str]:
+    interactions = yaml.safe_load(cassette.read_text("utf-8"))["interactions"]
+    return [canonical_request(_as_request(i["request"]))[2] for i in interactions]
+
+
+def _as_request(recorded: dict[str, Any]) -> Request:
+    return Request(recorded["method"], recorded["uri"], recorded["body"], recorded["headers"])
+
+
+def test_a_connection_kept_from_before_a_cassette_is_not_used_inside_it(tmp_path: Path) -> None:
+    recorder = vcr.VCR(cassette_library_dir=str(tmp_path))
+    register_matchers(recorder)
+    guid = seeded_guids(5)()
+    with run_emulator(delivery_delay=0) as emu, emu.client() as client:
+        client.check_client()  # leaves a kept-alive connection in the client's pool
+        with recorder.use_cassette("c.yaml", record_mode="once", **cassette_config()):
+            recorded = client.send_sms(PHONE, "hello", guid=guid)
+        client.check_client()  # after the cassette: not recorded, and still answered
+        assert _recorded_methods(tmp_path / "c.yaml") == ["SendSMS"]
+
+        client.check_client()
+        with recorder.use_cassette("c.yaml", record_mode="none", **cassette_config()):
+            replayed = client.send_sms(PHONE, "hello", guid=guid)
+        assert replayed == recorded
+        assert len(emu.received(guid=guid)) == 1, "the replay was answered by the cassette"
+
+
 def _strings(node: object) -> list[object]:
     if isinstance(node, dict):
         return [item for pair in node.items() for part in pair for item in _strings(part)]
@@ -475,6 +572,31 @@ def _readme_example() -> str:
             assert found, "the section has a python example"
             return found.group(1)
     pytest.fail("no README has a 'Testing your integration' section")
+
+
+def test_a_test_file_that_only_uses_the_fixture_records(pytester: pytest.Pytester) -> None:
+    # Nothing of the client is imported before the test runs: the client's modules are first
+    # imported by the fixture, while the cassette has patched http.client.
+    pytester.makepyfile(
+        test_fixture_only=f"""
+        import pytest
+
+        @pytest.fixture
+        def vcr_config(fibo_vcr_config):
+            return fibo_vcr_config
+
+        @pytest.mark.vcr
+        def test_send(fibo_client):
+            guid = fibo_client.send_sms("{PHONE}", "hello").guid
+            assert [row.guid for row in fibo_client.get_sms_status([guid])] == [guid]
+        """
+    )
+    recorded = pytester.runpytest_subprocess("--record-mode=once", "-p", "no:cacheprovider")
+    recorded.assert_outcomes(passed=1)
+    cassette = pytester.path / "cassettes" / "test_fixture_only" / "test_send.yaml"
+    assert _recorded_methods(cassette) == ["SendSMS", "GetSMSStatus"]
+    replayed = pytester.runpytest_subprocess("--block-network", "-p", "no:cacheprovider")
+    replayed.assert_outcomes(passed=1)
 
 
 def test_the_readme_example_records_replays_and_catches_a_change(pytester: pytest.Pytester) -> None:

@@ -354,29 +354,34 @@ class HttpTransport:
         raise error
 
     def _connection(self, route: Route, stop: float) -> tuple[http.client.HTTPConnection, bool]:
-        """A kept-alive connection to the route's host (one the server has not closed), or a
-        new one; and whether it was kept alive."""
+        """A kept-alive connection to the route's host (one the server has not closed, of the
+        class a new one would have), or a new one; and whether it was kept alive."""
+        opens = _connection_class(tls=route.tls)
         idle = self._idle.get(route.origin)
         while idle:
             try:
                 connection = idle.pop()
             except IndexError:  # another thread took the last one
                 break
-            if _alive(connection):
+            # One opened before a recorder put its class in http.client would carry the request
+            # past the recorder (and one of a recorder since gone, into a finished cassette).
+            if type(connection) is opens and _alive(connection):
                 return connection, True
             connection.close()
-        return self._connect(route, stop), False
+        return self._connect(route, opens, stop), False
 
-    def _connect(self, route: Route, stop: float) -> http.client.HTTPConnection:
+    def _connect(
+        self, route: Route, opens: type[http.client.HTTPConnection], stop: float
+    ) -> http.client.HTTPConnection:
         seconds = min(self._connect_timeout, max(stop - time.perf_counter(), 0.001))
         host, port = route.connect_to
         connection: http.client.HTTPConnection
         if route.tls:
-            connection = _connection_class(tls=True)(  # type: ignore[call-arg]
+            connection = opens(  # type: ignore[call-arg]
                 host, port, timeout=seconds, context=self._tls_context()
             )
         else:
-            connection = _connection_class(tls=False)(host, port, timeout=seconds)
+            connection = opens(host, port, timeout=seconds)
         if isinstance(connection, _Deadline):  # a proxy's answer to CONNECT is read by it too
             connection.until(stop, self._read_timeout)
         if route.tunnel is not None:
@@ -509,6 +514,9 @@ class _TlsDeadline(_Deadline, http.client.HTTPSConnection):
     """``_Deadline`` over TLS."""
 
 
+# http.client's own classes, as they are when this module is first imported: that must happen
+# before a recorder puts its classes there (the pytest plugin, fibo_soap.testing, imports this
+# module when pytest loads it, before any cassette), or _Deadline would be built on the recorder's.
 _PLAIN = http.client.HTTPConnection
 _TLS = http.client.HTTPSConnection
 #: The connections whose requests go out through ``HttpTransport._exchange``.
