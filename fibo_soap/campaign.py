@@ -76,6 +76,8 @@ from fibo_soap.models import BatchReceipt, Message, SmsStatus, SmsStatusRow, gui
 from fibo_soap.operations import MAX_MESSAGE_CHARS, TEST_SERVICE_TYPE
 
 if TYPE_CHECKING:
+    from _csv import Reader as CsvReader
+
     from fibo_soap.client import AsyncFiboClient, FiboClient, _Client
 
 __all__ = [
@@ -861,12 +863,7 @@ class SendPlan:
         budget: int | None = None,
         check: Callable[[str, str], str | None] | None = None,
     ) -> None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-            raise InvalidInputError("chunk_size must be a whole number", field="chunk_size")
-        if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
-            raise InvalidInputError(
-                f"chunk_size must be between 1 and {MAX_CHUNK_SIZE}", field="chunk_size"
-            )
+        _check_chunk_size(chunk_size)
         self._source = enumerate(messages)
         self._prefix = _campaign_uuid(campaign_id).bytes
         self.campaign_id = campaign_id
@@ -959,7 +956,16 @@ class SendPlan:
         if not isinstance(number, str) or not isinstance(body, str):
             bad = Item(index, self.guid(index), str(number), "", _digest(str(number), str(body)))
             return bad, "phone and text must be strings"
-        return Item(index, guid or self.guid(index), number, body, _digest(number, body)), None
+        if not guid:
+            return Item(index, self.guid(index), number, body, _digest(number, body)), None
+        # The caller's GUID, checked by the rule the client applies (text.check_guid) before it
+        # joins a chunk: the client would refuse the whole chunk for it.
+        try:
+            texts.check_guid(guid)
+        except InvalidInputError as exc:
+            shown = guid if isinstance(guid, str) else self.guid(index)
+            return Item(index, shown, number, body, _digest(number, body)), exc.detail
+        return Item(index, guid, number, body, _digest(number, body)), None
 
     # --- deciding --------------------------------------------------------------------------
 
@@ -1104,11 +1110,6 @@ class SendPlan:
             why = self._check(item.phone, item.text) if self._check else None
             if why is None and item.guid in seen:
                 why = f"GUID {item.guid} is used twice"
-            if why is None:
-                try:
-                    texts.check_text(item.guid, field="guid")
-                except InvalidInputError as exc:
-                    why = exc.detail
             seen.add(item.guid)
             if why is None:
                 keep.append(item)
@@ -1655,6 +1656,15 @@ def _check_options(concurrency: int, settle: float) -> None:
         raise InvalidInputError("settle must not be negative", field="settle")
 
 
+def _check_chunk_size(chunk_size: int) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise InvalidInputError("chunk_size must be a whole number", field="chunk_size")
+    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+        raise InvalidInputError(
+            f"chunk_size must be between 1 and {MAX_CHUNK_SIZE}", field="chunk_size"
+        )
+
+
 def _prepare(
     messages: Iterable[Entry],
     *,
@@ -1922,7 +1932,12 @@ class CsvSource:
         if not source.is_file():
             raise InvalidInputError(f"{source}: no such file", field="file", value=str(source))
         with _open_csv(source) as handle:
-            header = next(csv.reader(handle, delimiter=delimiter), None)
+            try:
+                header = next(_csv_reader(handle, delimiter), None)
+            except csv.Error as exc:
+                raise InvalidInputError(
+                    f"{source}: the header row is not valid CSV: {exc}", field="file"
+                ) from None
         if not header:
             raise InvalidInputError(f"{source} is empty: it needs a header row", field="file")
         columns = tuple(c.strip().lstrip("\ufeff") for c in header)
@@ -1981,16 +1996,33 @@ class CsvSource:
         }
 
     def messages(self) -> Iterator[Message | Refusal]:
-        """One Message (or Refusal) per data row, in file order; blank rows are skipped."""
+        """One Message (or Refusal) per data row, in file order; blank rows are skipped. A record
+        that is not valid CSV (a quote left open, a cell beyond the csv module's size limit) is
+        one Refusal naming its lines; reading goes on after it."""
         phone_at = self.columns.index(self.phone_column or "")
         text_at = None if self.text_column is None else self.columns.index(self.text_column)
         template = self.template
         width = len(self.columns)
         columns = self.columns
         with _open_csv(self.path) as handle:
-            reader = csv.reader(handle, delimiter=self.delimiter)
+            reader = _csv_reader(handle, self.delimiter)
             next(reader, None)
-            for record in reader:
+            while True:
+                first = reader.line_num + 1
+                try:
+                    record = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    last = reader.line_num
+                    why = (
+                        f"line {first}: not valid CSV ({exc})"
+                        if last <= first
+                        else f"lines {first}-{last}: not valid CSV, a quoted cell opened on line "
+                        f"{first} does not close where it should ({exc})"
+                    )
+                    yield Refusal("", why)
+                    continue
                 if not record or not any(cell.strip() for cell in record):
                     continue
                 number = record[phone_at].strip() if phone_at < len(record) else ""
@@ -2068,6 +2100,13 @@ def _column(
     )
 
 
+def _csv_reader(handle: TextIO, delimiter: str) -> CsvReader:
+    """The reader of a campaign's CSV. Strict: a quote left open ends in an error at the end of
+    the file, and a closing quote with more after it in its cell is an error, where a lenient
+    reader would make one message of several rows."""
+    return csv.reader(handle, delimiter=delimiter, strict=True)
+
+
 @contextlib.contextmanager
 def _open_csv(path: Path) -> Iterator[TextIO]:
     try:
@@ -2103,19 +2142,26 @@ class Campaign:
         try:
             meta = book.meta()
             fingerprint = source.fingerprint()
-            if "source" in meta:
+            resumed = "source" in meta
+            if resumed:
                 _same_source(book, meta, source, fingerprint)
-                kept = {**dict(meta.get("options", {})), **options}
-                book.set_meta(options=kept)
-                return cls(book, source, kept), True
-            if len(book):
+                options = {**dict(meta.get("options", {})), **options}
+            elif len(book):
                 raise JournalMismatchError(
                     f"{book.path} holds messages of another run: use another journal",
                     field="journal",
                 )
-            book.bind(client_no=client_no, bulk=bool(options.get("bulk", False)))
-            book.set_meta(source=source.describe(), fingerprint=fingerprint, options=options)
-            return cls(book, source, options), False
+            # Options a send would refuse are refused before they are stored: every later
+            # resume runs with what is stored.
+            sending = _send_options(options)
+            _check_options(sending["concurrency"], sending["settle"])
+            _check_chunk_size(sending["chunk_size"])
+            book.bind(client_no=client_no, bulk=sending["bulk"])
+            if resumed:
+                book.set_meta(options=options)
+            else:
+                book.set_meta(source=source.describe(), fingerprint=fingerprint, options=options)
+            return cls(book, source, options), resumed
         except BaseException:
             book.close()
             raise
@@ -2147,22 +2193,28 @@ class Campaign:
 
     def send(self, client: FiboClient | Gateway, **overrides: Any) -> Sending:
         """Send (or resume) the campaign: ``send_many`` over the source with the journal."""
-        options = {**self.options, **overrides}
         return send_many(
             client,
             self.source.messages(),
             journal=self.journal,
-            chunk_size=int(options.get("chunk_size", DEFAULT_CHUNK_SIZE)),
-            concurrency=int(options.get("concurrency", DEFAULT_CONCURRENCY)),
-            service_type=options.get("service_type"),
-            sender_name=options.get("sender_name"),
-            bulk=bool(options.get("bulk", False)),
-            check_balance=bool(options.get("check_balance", True)),
-            settle=float(options.get("settle", DEFAULT_SETTLE)),
+            **_send_options({**self.options, **overrides}),
         )
 
     def close(self) -> None:
         self.journal.close()
+
+
+def _send_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``send_many`` that a campaign's options give."""
+    return {
+        "chunk_size": int(options.get("chunk_size", DEFAULT_CHUNK_SIZE)),
+        "concurrency": int(options.get("concurrency", DEFAULT_CONCURRENCY)),
+        "service_type": options.get("service_type"),
+        "sender_name": options.get("sender_name"),
+        "bulk": bool(options.get("bulk", False)),
+        "check_balance": bool(options.get("check_balance", True)),
+        "settle": float(options.get("settle", DEFAULT_SETTLE)),
+    }
 
 
 def _same_source(

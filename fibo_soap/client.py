@@ -432,7 +432,7 @@ class _Client(Generic[C]):
     def _guid(self, guid: str | None) -> str:
         if guid is None:
             return self._new_guid()
-        return _given_guid(guid)
+        return text.check_guid(guid)
 
     def _guids(self, guids: Iterable[str | None]) -> list[str]:
         made = [self._guid(guid) for guid in guids]
@@ -698,7 +698,7 @@ class _Client(Generic[C]):
 
         Unknown GUIDs are simply absent from the list.
         """
-        wanted = [_given_guid(guid, "guids") for guid in _many(guids, "guids")]
+        wanted = [text.check_guid(guid, field="guids") for guid in _many(guids, "guids")]
         if not wanted:
             raise InvalidInputError("no GUIDs to look up", field="guids")
         op = "GetSMSStatus"
@@ -1198,23 +1198,6 @@ def _many(entries: Iterable[Any], field: str) -> Iterable[Any]:
             value=entries,
         )
     return entries
-
-
-def _given_guid(guid: object, field: str = "guid") -> str:
-    """A GUID the caller gave, checked: text, not empty, without the surrounding whitespace FIBO
-    trims (a look-up or a ListWrongPhoneNumber would then name another string), sendable."""
-    if not isinstance(guid, str):
-        raise InvalidInputError(
-            f"a GUID must be text, not {type(guid).__name__}", field=field, value=guid
-        )
-    text.check_text(guid, field=field)
-    if guid.strip() != guid:
-        raise InvalidInputError(
-            f"the GUID {guid!r} starts or ends with whitespace, which FIBO trims",
-            field=field,
-            value=guid,
-        )
-    return guid
 
 
 def _phone_entry(entry: PhoneEntry) -> tuple[str, str | None]:

@@ -218,6 +218,26 @@ def check_text(text: str, *, field: str = "message") -> None:
     )
 
 
+def check_guid(guid: object, *, field: str = "guid") -> str:
+    """``guid``, or :class:`InvalidInputError` naming ``field`` if it cannot be a message's GUID.
+
+    Refused: anything but a str; what :func:`check_text` refuses; outer whitespace, which FIBO
+    trims (a look-up or a ListWrongPhoneNumber would then name another string).
+    """
+    if not isinstance(guid, str):
+        raise InvalidInputError(
+            f"a GUID must be text, not {type(guid).__name__}", field=field, value=guid
+        )
+    check_text(guid, field=field)
+    if guid.strip() != guid:
+        raise InvalidInputError(
+            f"the GUID {guid!r} starts or ends with whitespace, which FIBO trims",
+            field=field,
+            value=guid,
+        )
+    return guid
+
+
 def prepare(
     text: str,
     *,

@@ -9,6 +9,7 @@ of a chunk's life. The kill -9 test of a real process is in test_campaign_cli.py
 
 from __future__ import annotations
 
+import csv
 import io
 import sqlite3
 import threading
@@ -338,6 +339,29 @@ def test_send_many_end_to_end(fresh: Emulator, tmp_path: Path) -> None:
     with Journal(journal) as book:
         campaign_id = book.meta()["campaign_id"]
     assert outcomes[0].guid == str(uuid.uuid5(uuid.UUID(campaign_id), "0"))
+
+
+def test_a_guid_the_client_refuses_is_refused_alone(fresh: Emulator, tmp_path: Path) -> None:
+    client = client_of(fresh)
+    entries: list[object] = [Message(phone(i), f"hi {i}", f"order-{i}") for i in range(30)]
+    given: dict[int, object] = {12: "order-12 ", 25: "\torder-25", 27: 27}  # CHAR(n) padding...
+    refused: dict[int, str] = {}
+    for i, guid in given.items():
+        entries[i] = (phone(i), f"hi {i}", guid)
+        with pytest.raises(InvalidInputError) as caught:
+            client.send_sms(phone(i), f"hi {i}", guid=guid)  # type: ignore[attr-defined]
+        refused[i] = caught.value.detail
+    journal = tmp_path / "c.db"
+    for run in range(2):
+        sending = send_many(client, entries, journal=journal, chunk_size=10, concurrency=1)  # type: ignore[arg-type]
+        outcomes = {o.index: o for o in sending}
+        summary = sending.summary
+        assert (summary.stopped, summary.complete) == (None, True), summary.error
+        assert {i: o.reason for i, o in outcomes.items() if o.state is OutcomeState.REFUSED} == (
+            refused
+        )
+        assert (summary.accepted, summary.resumed) == (30 - len(given), 30 * run)
+    assert stored(fresh) == Counter({f"order-{i}": 1 for i in range(30) if i not in given})
 
 
 def test_rerunning_a_finished_campaign_sends_nothing(fresh: Emulator, tmp_path: Path) -> None:
@@ -685,6 +709,98 @@ def test_csv_source_checks_its_columns(tmp_path: Path) -> None:
     ]:
         with pytest.raises(InvalidInputError, match=problem):
             template_fields(template)
+
+
+def _csv_rows(count: int) -> list[str]:
+    return [f"{phone(i)},hi {i}\n" for i in range(count)]
+
+
+def _write_rows(path: Path, rows: list[str]) -> Path:
+    path.write_text("phone,text\n" + "".join(rows), encoding="utf-8")
+    return path
+
+
+def test_records_that_are_not_valid_csv_are_refused_and_the_rest_go_out(
+    fresh: Emulator, tmp_path: Path
+) -> None:
+    limit = csv.field_size_limit()
+    rows = _csv_rows(20)
+    rows[5] = f"{phone(5)},{'x' * (limit + 1)}\n"  # a cell beyond the csv module's limit
+    rows[9] = f'{phone(9)},"hi" 9\n'  # more after a closing quote
+    source = CsvSource.open(_write_rows(tmp_path / "c.csv", rows))
+    got = list(source.messages())
+    refusals = {i: m.reason for i, m in enumerate(got) if isinstance(m, Refusal)}
+    # Line numbers count the header: row i is on line i + 2.
+    assert sorted(refusals) == [5, 9]
+    assert refusals[5].startswith("line 7: not valid CSV (")
+    assert str(limit) in refusals[5]
+    assert refusals[9].startswith("line 11: not valid CSV (")
+    assert [m for m in got if not isinstance(m, Refusal)] == [
+        Message(phone(i), f"hi {i}") for i in range(20) if i not in refusals
+    ]
+    client = client_of(fresh)
+    for run in range(2):
+        campaign, resumed = Campaign.create(
+            tmp_path / "c.db", source, client_no=fresh.client_no, chunk_size=3
+        )
+        summary = campaign.send(client).run()  # type: ignore[arg-type]
+        campaign.close()
+        assert (summary.accepted, summary.refused, summary.complete) == (18, 2, True)
+        assert (resumed, summary.resumed) == (run == 1, 20 * run)
+    assert len(stored(fresh)) == 18
+
+
+def test_an_unclosed_quote_is_refused_not_merged_with_the_rows_after_it(tmp_path: Path) -> None:
+    rows = _csv_rows(12)
+    rows[3] = f'{phone(3)},"Quang 3\n'
+    got = list(CsvSource.open(_write_rows(tmp_path / "c.csv", rows)).messages())
+    assert got[:3] == [Message(phone(i), f"hi {i}") for i in range(3)]
+    [refusal] = got[3:]  # the quote never closes: the record runs to the end of the file
+    assert isinstance(refusal, Refusal)
+    assert refusal.reason.startswith(f"lines 5-{len(rows) + 1}: not valid CSV")
+    # A second stray quote closes the first one's cell in the middle of a row: the record ends
+    # there, and the rows after it are read again.
+    rows[7] = f'{phone(7)},"hi 7\n'
+    got = list(CsvSource.open(_write_rows(tmp_path / "c.csv", rows)).messages())
+    assert [m.reason[:24] for m in got if isinstance(m, Refusal)] == ["lines 5-9: not valid CSV"]
+    assert [m for m in got if not isinstance(m, Refusal)] == [
+        Message(phone(i), f"hi {i}") for i in (*range(3), *range(8, 12))
+    ]
+    (tmp_path / "h.csv").write_text('phone,"text" x\n0909128628,hi\n', encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="header row is not valid CSV"):
+        CsvSource.open(tmp_path / "h.csv")
+
+
+def test_a_refused_rerun_leaves_the_stored_options_alone(fresh: Emulator, tmp_path: Path) -> None:
+    path = _write_rows(tmp_path / "c.csv", _csv_rows(20))
+    journal = tmp_path / "c.db"
+    fresh.set_balance(10)
+    client = client_of(fresh)
+    campaign, _ = Campaign.create(
+        journal, CsvSource.open(path), client_no=fresh.client_no, chunk_size=5
+    )
+    assert campaign.send(client).run().stopped == "balance"  # type: ignore[arg-type]
+    campaign.close()
+    campaign = Campaign.open(journal)
+    kept = campaign.options
+    campaign.close()
+    for mistake, problem in [
+        ({"bulk": True}, "was sent with SendSMSWithMultiMessage"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"settle": -1}, "settle"),
+    ]:
+        with pytest.raises(InvalidInputError, match=problem):
+            Campaign.create(journal, CsvSource.open(path), client_no=fresh.client_no, **mistake)
+    with pytest.raises(JournalMismatchError, match="account"):
+        Campaign.create(journal, CsvSource.open(path), client_no="ANOTHER", chunk_size=7)
+    fresh.set_balance(1000)
+    campaign = Campaign.open(journal)
+    assert campaign.options == kept
+    summary = campaign.send(client).run()  # type: ignore[arg-type]
+    campaign.close()
+    assert (summary.accepted, summary.complete) == (20, True)
+    assert len(stored(fresh)) == 20
 
 
 def test_a_campaign_resumes_from_its_journal_alone(fresh: Emulator, tmp_path: Path) -> None:

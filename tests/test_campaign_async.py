@@ -34,7 +34,7 @@ from fibo_soap.campaign import (
 )
 from fibo_soap.emulator import Emulator, run_emulator
 from fibo_soap.emulator.service import final_status, refused
-from fibo_soap.errors import FiboError
+from fibo_soap.errors import FiboError, InvalidInputError
 from fibo_soap.models import BatchReceipt, SmsStatus
 from fibo_soap.resilience import RetryPolicy
 
@@ -127,6 +127,24 @@ async def test_async_send_many_end_to_end(fresh: Emulator, tmp_path: Path) -> No
     assert set(at_gateway.values()) == {1}
     states = Counter(journal_states(tmp_path / "c.db").values())
     assert states == {"accepted": 1998, "rejected": 2}
+
+
+async def test_async_a_guid_the_client_refuses_is_refused_alone(
+    fresh: Emulator, tmp_path: Path
+) -> None:
+    entries = [Message(phone(i), f"hi {i}", f"order-{i}") for i in range(30)]
+    entries[12] = Message(phone(12), "hi 12", "order-12 ")  # a CHAR(n) column's padding
+    async with aclient(fresh) as client:
+        with pytest.raises(InvalidInputError) as caught:
+            await client.send_sms(phone(12), "hi 12", guid="order-12 ")
+        sending = client.send_many(entries, journal=tmp_path / "c.db", chunk_size=10)
+        outcomes = {o.index: o async for o in sending}
+    summary = sending.summary
+    assert (summary.stopped, summary.complete) == (None, True), summary.error
+    assert {i: o.reason for i, o in outcomes.items() if o.state is OutcomeState.REFUSED} == {
+        12: caught.value.detail
+    }
+    assert stored(fresh) == Counter({m.guid: 1 for m in entries if m.guid != "order-12 "})
 
 
 async def test_async_balance_stop_is_exact(fresh: Emulator, tmp_path: Path) -> None:

@@ -240,6 +240,39 @@ def test_sending_again_resumes_and_a_changed_template_is_refused(
     assert "changed since" in moved.stderr
 
 
+def test_a_refused_bulk_rerun_leaves_resume_as_it_was(
+    run: Runner, account: Emulator, tmp_path: Path
+) -> None:
+    source = write_csv(tmp_path / "c.csv", 20)
+    journal = tmp_path / "c.db"
+    account.set_balance(10)
+    sent = ("campaign", "send", str(source), "-t", TEMPLATE, "-j", str(journal))
+    run(*sent, "--chunk-size", "5", code=4)
+    account.set_balance(1000)
+    assert "was sent with SendSMSWithMultiMessage" in run(*sent, "--bulk", code=5).stderr
+    document = run.json("campaign", "resume", str(journal))
+    assert (document["accepted"], document["resumed"], document["complete"]) == (20, 10, True)
+    assert len(at_gateway(account)) == 20
+    assert {r.operation for r in account.received(client_no=account.client_no)} == {
+        "SendSMSWithMultiMessage"
+    }
+
+
+def test_a_cell_beyond_the_csv_limit_is_refused_and_the_rest_go_out(
+    run: Runner, account: Emulator, tmp_path: Path
+) -> None:
+    huge = "x" * (csv.field_size_limit() + 1)
+    source = write_csv(tmp_path / "c.csv", 20, extra=f"{phone(20)},{huge},KM\n{phone(21)},An,KM\n")
+    journal = tmp_path / "c.db"
+    command = ("campaign", "send", str(source), "-t", TEMPLATE, "-j", str(journal))
+    for run_number in range(2):
+        document = run.json(*command, "--chunk-size", "3")
+        assert (document["accepted"], document["refused"], document["complete"]) == (21, 1, True)
+        assert document["resumed"] == 22 * run_number
+    assert journal_counts(journal) == {"accepted": 21, "refused": 1}
+    assert len(at_gateway(account)) == 21
+
+
 def test_status_reconciles_and_export_writes_every_row(
     run: Runner, account: Emulator, tmp_path: Path
 ) -> None:
