@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import io
 import os
 import sys
 import time
@@ -49,7 +50,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Concatenate, Final, ParamSpec, TextIO, cast
+from typing import (
+    IO,
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Concatenate,
+    Final,
+    ParamSpec,
+    TextIO,
+    cast,
+)
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -244,6 +255,12 @@ class Run:
     flags: config.Flags | None = None
     #: GUIDs of a send in flight, for the error hint when its fate is unknown.
     in_flight: list[str] = field(default_factory=list)
+    #: Messages this command recorded as sent before it failed: its hints then say so rather
+    #: than "nothing was sent".
+    sent: int = 0
+    #: The command's own hint for a failure, when the general ones (:func:`hint_for`) would
+    #: name settings it does not use; None leaves the failure to them.
+    hints: Callable[[BaseException], str | None] | None = None
     service_type: str | None = None
     _settings: config.Settings | None = None
     _client: FiboClient | None = None
@@ -421,7 +438,8 @@ class Run:
             message = f"unexpected error: {type(exc).__name__}: {exc}"
             hint = "this is a bug in fibo-sms: rerun with --verbose and report the traceback"
         else:
-            message, hint = str(exc), hint_for(exc, self)
+            own = self.hints(exc) if self.hints is not None else None
+            message, hint = str(exc), own or hint_for(exc, self)
         message, hint = _redact(message, self.secrets()), _redact(hint, self.secrets())
         if self.verbose and code is ExitCode.UNEXPECTED:
             import traceback
@@ -478,7 +496,7 @@ def hint_for(exc: BaseException, run: Run) -> str:
     """What to do next after ``exc``, in the words of the setting or command that fixes it."""
     service = run.service_type or "(none set)"
     if isinstance(exc, ConfigError):
-        return "see `fibo-sms --help` for the settings and where they come from"
+        return exc.hint or "see `fibo-sms --help` for the settings and where they come from"
     if isinstance(exc, AmbiguousSendError):
         guids = list(exc.unknown) if exc.guids else run.in_flight
         if exc.unsent and not guids:
@@ -506,8 +524,8 @@ def hint_for(exc: BaseException, run: Run) -> str:
         )
     if isinstance(exc, InsufficientBalanceError):
         return (
-            f"more messages than the balance of service {service}; nothing was sent: send fewer "
-            "or top it up (see `fibo-sms balance`)"
+            f"more messages than the balance of service {service}; {_what_was_sent(run)}: send "
+            "fewer or top it up (see `fibo-sms balance`)"
         )
     if isinstance(exc, InvalidServiceTypeError):
         return (
@@ -517,8 +535,8 @@ def hint_for(exc: BaseException, run: Run) -> str:
     if isinstance(exc, InvalidPhoneNumberError):
         if exc.invalid:
             listed = "; ".join(f"{p}: {why}" for p, why in exc.invalid[:5])
-            return f"fix the numbers ({listed}); nothing was sent"
-        return "fix the phone number; nothing was sent"
+            return f"fix the numbers ({listed}); {_what_was_sent(run)}"
+        return f"fix the phone number; {_what_was_sent(run)}"
     if isinstance(exc, InvalidInputError):
         if exc.field == "service_type":
             return (
@@ -527,7 +545,7 @@ def hint_for(exc: BaseException, run: Run) -> str:
             )
         if exc.field == "protocol":
             return f"check {_source(run, 'protocol', config.ENV_PROTOCOL)}"
-        return "nothing was sent: fix the input and run the command again"
+        return f"{_what_was_sent(run)}: fix the input and run the command again"
     if isinstance(exc, FiboCodeError):
         return "FIBO reported an error of its own: retry later, or contact FIBO with the message"
     endpoint = _endpoint(run)
@@ -540,7 +558,7 @@ def hint_for(exc: BaseException, run: Run) -> str:
         if isinstance(exc, ConnectError):
             return (
                 f"cannot reach {endpoint}: check {_source(run, 'endpoint', config.ENV_ENDPOINT)} "
-                "and the network; nothing was sent"
+                f"and the network; {_what_was_sent(run)}"
             )
         if isinstance(exc, TimeoutError):
             return f"{endpoint} did not answer in time: retry, or raise --timeout"
@@ -556,6 +574,16 @@ def hint_for(exc: BaseException, run: Run) -> str:
             f"{_source(run, 'protocol', config.ENV_PROTOCOL)} (try --protocol get){fix}"
         )
     return ""
+
+
+def _what_was_sent(run: Run) -> str:
+    """What a failed command had sent: nothing, or the rows its output marks accepted."""
+    if run.sent:
+        return (
+            f"the {run.sent} row{'s' if run.sent != 1 else ''} marked accepted "
+            f"{'were' if run.sent != 1 else 'was'} sent, the others were not"
+        )
+    return "nothing was sent"
 
 
 def _endpoint(run: Run) -> str:
@@ -1424,6 +1452,7 @@ def _csv_rows(handle: TextIO) -> Iterator[_Row | _BadRow]:
 
     reader = csv.reader(handle)
     columns: tuple[int, int, int | None] | None = None
+    width = 0
     first = True
     for record in reader:
         cells = [c.strip() for c in record]
@@ -1441,6 +1470,7 @@ def _csv_rows(handle: TextIO) -> Iterator[_Row | _BadRow]:
                     yield _BadRow(line, "the header names no phone or no text column")
                     return
                 columns = (phone_at, text_at, guid_at)
+                width = len(cells)
                 continue
         if columns is None:
             if len(record) not in (2, 3):
@@ -1450,8 +1480,16 @@ def _csv_rows(handle: TextIO) -> Iterator[_Row | _BadRow]:
             yield _Row(line, cells[0], record[1], guid or None)
             continue
         phone_at, text_at, guid_at = columns
-        if max(phone_at, text_at, guid_at or 0) >= len(record):
-            yield _BadRow(line, "fewer columns than the header")
+        # More cells than the header is most often a comma in an unquoted text: taking the
+        # header's cells would send the text cut at that comma.
+        if max(phone_at, text_at, guid_at or 0) >= len(record) or any(cells[width:]):
+            found = f"{len(record)} cell{'s' if len(record) != 1 else ''}"
+            fix = ": quote a text that holds a comma" if len(record) > width else ""
+            yield _BadRow(
+                line,
+                f"line {line}: {found}, the header has {width}{fix}",
+                cells[phone_at] if phone_at < len(record) else None,
+            )
             continue
         guid = record[guid_at].strip() if guid_at is not None else ""
         yield _Row(line, cells[phone_at], record[text_at], guid or None)
@@ -1484,19 +1522,22 @@ def _jsonl_rows(handle: TextIO) -> Iterator[_Row | _BadRow]:
 
 
 class _BulkSource:
-    """A send-bulk input that can be read twice (check, then send): the file, or stdin spooled."""
+    """A send-bulk input that can be read twice (check, then send): the file, or stdin spooled.
+
+    Stdin is spooled as the bytes it holds, so that both are decoded alike: UTF-8, a BOM
+    dropped, and anything else refused as invalid input.
+    """
 
     def __init__(self, name: str, fmt: FileFormat) -> None:
         self.name = name
-        self._spool: Any = None
+        self._spool: IO[bytes] | None = None
         if name == "-":
+            import shutil
             import tempfile
 
-            self._spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed in close()
-                max_size=_SPOOL_BYTES, mode="w+", encoding="utf-8", newline=""
-            )
-            for chunk in iter(lambda: sys.stdin.read(65536), ""):
-                self._spool.write(chunk)
+            # Closed in close(): it is read twice.
+            self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
+            shutil.copyfileobj(sys.stdin.buffer, self._spool)
         elif not Path(name).is_file():
             raise InvalidInputError(f"{name}: no such file", field="file", value=name)
         with self._open() as handle:
@@ -1505,15 +1546,24 @@ class _BulkSource:
 
     @contextlib.contextmanager
     def _open(self) -> Iterator[TextIO]:
+        raw: IO[bytes]
         if self._spool is not None:
-            self._spool.seek(0)
-            yield cast(TextIO, self._spool)
-            return
+            raw = self._spool
+            raw.seek(0)
+        else:
+            raw = open(self.name, "rb")  # noqa: SIM115 - closed below
+        handle = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         try:
-            with open(self.name, encoding="utf-8-sig", newline="") as handle:
-                yield handle
+            yield handle
         except UnicodeDecodeError as exc:
-            raise InvalidInputError(f"{self.name} is not UTF-8 text: {exc.reason}") from None
+            shown = "stdin" if self._spool is not None else self.name
+            raise InvalidInputError(f"{shown} is not UTF-8 text: {exc.reason}") from None
+        finally:
+            # The spool is read again later: only the file is closed with its wrapper.
+            if self._spool is not None:
+                handle.detach()
+            else:
+                handle.close()
 
     def rows(self) -> Iterator[_Row | _BadRow]:
         with self._open() as handle:
@@ -1705,8 +1755,6 @@ def _send_checked(
                     else:
                         kind = "unknown" if unknown else "not_sent"
                         results[row.line] = _result(row, message.guid, kind)
-            finally:
-                run.in_flight = []
     if stop is not None:
         for row in source.rows():
             if isinstance(row, _Row) and row.line not in results:
@@ -1717,6 +1765,9 @@ def _send_checked(
         kind: sum(1 for m in messages if m["result"] == kind)
         for kind in ("accepted", "rejected", "invalid", "not_sent", "unknown", "valid")
     }
+    # What the hint of a failure says: how many rows went, and which GUIDs to look up first.
+    run.sent = counts["accepted"]
+    run.in_flight = [m["guid"] for m in messages if m["result"] == "unknown" and m["guid"]]
     document = {
         "operation": operation,
         "file": source.name,
@@ -2122,6 +2173,7 @@ def wsdl_refresh(
     from fibo_soap import wsdl
 
     location = _wsdl_location(url)
+    run.hints = functools.partial(_wsdl_refresh_hint, location=location)
     if location.lower().startswith(("http://", "https://")):
         data = _fetch(location, timeout)
     else:
@@ -2178,6 +2230,30 @@ def wsdl_refresh(
         },
         human,
     )
+
+
+def _wsdl_refresh_hint(exc: BaseException, *, location: str) -> str | None:
+    """What to do when `wsdl refresh` failed: about its URL or file argument, which is all it
+    uses (not FIBO_ENDPOINT, not --protocol)."""
+    if isinstance(exc, ConnectError):
+        return (
+            f"cannot reach {location}: check the URL argument and the network; nothing was stored"
+        )
+    if isinstance(exc, TimeoutError):
+        return f"{location} did not answer in time: retry, or raise `wsdl refresh --timeout`"
+    if isinstance(exc, TransportError):
+        return (
+            f"check the URL argument ({location}): give the service's Service.asmx address "
+            "(?WSDL is added) or a WSDL file; nothing was stored"
+        )
+    if isinstance(exc, ProtocolError):
+        return (
+            f"{location} is not a WSDL of FIBO's service with every method the client needs: "
+            "check the URL or file argument; nothing was stored"
+        )
+    if isinstance(exc, InvalidInputError):
+        return f"check the file argument ({location}); nothing was stored"
+    return None
 
 
 def _fetch(url: str, timeout: float) -> bytes:
@@ -2345,25 +2421,59 @@ def emulator(
     if delivery_delay is not None:
         options["delivery_delay"] = delivery_delay
     if password_file is not None:
-        options["client_pass"] = password_file.read_text(encoding="utf-8").strip()
-    cast(Any, serve)(host=host, port=port, db=db, **options)
+        # Read as the client reads it, so that one file serves both (README's session does so).
+        options["client_pass"], warnings = config.read_password_file(
+            password_file, setting="--password-file"
+        )
+        for warning in warnings:
+            run.warn(warning)
+    started = False
+
+    def announce(text: str) -> None:
+        nonlocal started
+        started = True
+        print(text, flush=True)
+
+    try:
+        cast(Any, serve)(host=host, port=port, db=db, announce=announce, **options)
+    except (ValueError, OSError) as exc:
+        if started:
+            raise
+        # Before it announces anything, the emulator fails only on its options: a --db whose
+        # account holds another password than --password-file's, or a port it cannot listen on.
+        if isinstance(exc, OSError):
+            raise ConfigError(
+                f"cannot listen on {host} port {port}: {exc.strerror or exc}",
+                hint="choose another --port (0: any free one), or stop what listens there",
+            ) from None
+        raise ConfigError(
+            str(exc),
+            hint=f"start it with the password {db} was seeded with (or without --password-file "
+            "to keep it), or with another --db",
+        ) from None
 
 
-@app.command(epilog=_example("fibo-sms demo"))
+@app.command(
+    epilog=_example("fibo-sms demo", "fibo-sms demo --json | jq '.protocols[].operations'")
+)
 @_common(account=False)
 def demo(run: Run) -> None:
     """Walk every operation through the client against the bundled emulator (no account, no
-    network): account check, balances, an estimate, each kind of send, a rejected recipient,
-    delivery statuses, an incoming SMS and paging, over SOAP 1.1 and HTTP GET."""
+    network): account check, sender names, balances, an estimate, each kind of send, a rejected
+    recipient, delivery statuses, an incoming SMS and paging, over SOAP 1.1 and HTTP GET.
+
+    Each step prints a table as it is done; --json prints the whole walk as one document instead
+    (each step's rows, and the wire methods each protocol called), --quiet nothing but errors."""
     try:
-        from fibo_soap.demo import run_demo
+        from rich.console import Console
+
+        from fibo_soap.demo import walk_demo
     except ImportError as exc:
         raise ConfigError(
             f"the demo needs the emulator extra: pip install 'fibo-soap[emulator]' ({exc})"
         ) from None
-    code = run_demo()
-    if code:
-        raise typer.Exit(code)
+    done = walk_demo(Console(quiet=run.json or run.quiet))
+    run.emit(done.as_dict(), lambda: None)  # the steps were printed as they were done
 
 
 # --- campaigns -----------------------------------------------------------------------------------
@@ -2745,7 +2855,8 @@ def _campaign_dry_run(run: Run, client: FiboClient, source: Any, *, check_balanc
             why = entry.reason if isinstance(entry, Refusal) else check(entry.phone, entry.text)
             if why is not None:
                 refused += 1
-                if len(refusals) < _SHOWN_REFUSALS:
+                # --json lists every refusal; a table shows the first few.
+                if run.json or len(refusals) < _SHOWN_REFUSALS:
                     refusals.append({"row": index + 1, "phone": entry.phone, "reason": why})
                 continue
             valid += 1
@@ -2776,7 +2887,9 @@ def _campaign_dry_run(run: Run, client: FiboClient, source: Any, *, check_balanc
                 [(r["row"], r["phone"], r["reason"]) for r in refusals],
             )
             if refused > len(refusals):
-                run.note(f"... and {refused - len(refusals)} more refused rows")
+                run.note(
+                    f"... and {refused - len(refusals)} more refused rows (--json lists them all)"
+                )
         run.line(
             f"{source.path}: {rows} messages, {valid} to send ({parts} SMS parts), "
             f"{refused} refused; nothing sent"

@@ -12,9 +12,11 @@ The file is ``$XDG_CONFIG_HOME/fibo-sms/config.toml`` (``~/.config/fibo-sms/conf
     timeout = 60                 # seconds to wait for an answer
     attempts = 3                 # tries of a call on each protocol (1: no retries)
 
-``client_pass`` is read too, but a password belongs in ``password_file`` (or FIBO_CLIENT_PASS, or
-the prompt); a file holding one that others can read draws a warning. Every value remembers where it
-came from, so that an error can say which setting to check ("check FIBO_CLIENT_PASS").
+The paths (``password_file``, a ``wsdl`` that is not a URL) may start with ``~``; a relative one
+is taken relative to the config file. ``client_pass`` is read too, but a password belongs in
+``password_file`` (or FIBO_CLIENT_PASS, or the prompt); a file holding one that others can read
+draws a warning. Every value remembers where it came from, so that an error can say which setting
+to check ("check FIBO_CLIENT_PASS").
 
 Importing this module reads nothing; only :func:`resolve` touches the environment and the disk.
 """
@@ -82,8 +84,12 @@ _OTHERS_CAN_READ: Final = stat.S_IRGRP | stat.S_IROTH
 class ConfigError(Exception):
     """The settings cannot be used: a bad config file, a missing password, a value out of range.
 
-    The message names the setting to fix.
+    The message names the setting to fix; ``hint``, when given, says what to do about it.
     """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,41 @@ def read_password_file(path: Path, *, setting: str) -> tuple[str, list[str]]:
     return password, warnings
 
 
+def _local_path(value: str, config_file: Path | None) -> Path:
+    """A path setting as a path: ``~`` expanded; relative to ``config_file`` when it came from
+    one (as the file's author meant it), else to the working directory."""
+    path = Path(value).expanduser()
+    if config_file is not None and not path.is_absolute():
+        path = config_file.parent / path
+    return path
+
+
+def _is_url(location: str) -> bool:
+    return "://" in location
+
+
+def _check_wsdl(location: str, source: str, config_file: Path | None) -> str:
+    """The WSDL setting, a URL as it is, a file expanded and resolved, and that file readable.
+
+    A file that cannot be read is a setting to fix, said here rather than as an error of the
+    SOAP engine when the first call loads it.
+    """
+    if _is_url(location):
+        return location
+    path = _local_path(location, config_file)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"cannot read the WSDL {path} ({source}): {reason}",
+            hint=f"fix {source}, or leave it out to use the one `fibo-sms wsdl refresh` stored "
+            "(else the bundled one)",
+        ) from None
+    return str(path)
+
+
 def _load_file(path: Path, *, explicit: bool) -> dict[str, Any]:
     # Imported here: `fibo-sms --help` imports this module and reads no file.
     import tomllib
@@ -235,6 +276,49 @@ def _check_attempts(value: object, where: str) -> int:
     return value
 
 
+def _password(
+    flags: Flags,
+    env: Mapping[str, str],
+    data: Mapping[str, Any],
+    path: Path,
+    prompt: Callable[[], str] | None,
+    warnings: list[str],
+) -> tuple[str | None, str | None]:
+    """The password and where it came from (None, None when nothing holds one), in the order
+    :func:`resolve` documents; warnings about files others can read go to ``warnings``."""
+    file_label = str(path)
+    if flags.ask_password and prompt is not None:
+        return prompt(), "the prompt"
+    if flags.password_file is not None:
+        password, found = read_password_file(flags.password_file, setting="--password-file")
+        warnings += found
+        return password, f"the password file {flags.password_file} (--password-file)"
+    if env.get(ENV_CLIENT_PASS):
+        return env[ENV_CLIENT_PASS], ENV_CLIENT_PASS
+    if env.get(ENV_PASSWORD_FILE, "").strip():
+        file = Path(env[ENV_PASSWORD_FILE].strip())
+        password, found = read_password_file(file, setting=ENV_PASSWORD_FILE)
+        warnings += found
+        return password, f"the password file {file} ({ENV_PASSWORD_FILE})"
+    if "password_file" in data:
+        file = _local_path(_text(data["password_file"], "password_file", file_label), path)
+        password, found = read_password_file(file, setting=f"password_file in {file_label}")
+        warnings += found
+        return password, f"the password file {file} (password_file in {file_label})"
+    if "client_pass" in data:
+        if not isinstance(data["client_pass"], str) or not data["client_pass"]:
+            raise ConfigError(f"client_pass in {file_label} must be non-empty text")
+        if _others_can_read(path):
+            warnings.append(
+                f"{file_label} holds client_pass and other users can read it: chmod 600 "
+                f"{file_label}, or move the password to a password_file"
+            )
+        return data["client_pass"], f"client_pass in {file_label}"
+    if prompt is not None:
+        return prompt(), "the prompt"
+    return None, None
+
+
 def resolve(
     flags: Flags,
     environ: Mapping[str, str] | None = None,
@@ -247,8 +331,9 @@ def resolve(
     The password comes from ``prompt`` when ``flags.ask_password``, else ``--password-file``, else
     FIBO_CLIENT_PASS, else FIBO_PASSWORD_FILE, else the file's ``password_file``, else its
     ``client_pass``, else ``prompt`` (when given: the caller passes one only on a terminal). With
-    ``need_account`` false, a missing client number or password is not an error (About needs
-    neither). Raises ConfigError.
+    ``need_account`` false no password source is read at all and a missing client number is not
+    an error (About needs neither). A WSDL file is expanded (``~``), taken relative to the config
+    file when it comes from there, and must be readable. Raises ConfigError.
     """
     env = os.environ if environ is None else environ
     explicit = flags.config is not None
@@ -257,6 +342,7 @@ def resolve(
     file_label = str(path)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    in_file: set[str] = set()
     warnings: list[str] = []
 
     def pick(name: str, flag: object, flag_name: str, env_name: str | None) -> None:
@@ -267,6 +353,7 @@ def resolve(
         elif name in data:
             values[name] = _text(data[name], name, file_label)
             sources[name] = f"{name} in {file_label}"
+            in_file.add(name)
 
     pick("client_no", flags.client_no, "--client-no", ENV_CLIENT_NO)
     pick("endpoint", flags.endpoint, "--endpoint", ENV_ENDPOINT)
@@ -279,7 +366,11 @@ def resolve(
         )
     if "protocol" in values:
         values["protocol"] = _check_protocol(str(values["protocol"]), sources["protocol"])
-    if "wsdl" not in values:
+    if "wsdl" in values:
+        values["wsdl"] = _check_wsdl(
+            str(values["wsdl"]), sources["wsdl"], path if "wsdl" in in_file else None
+        )
+    else:
         cached = cached_wsdl_path(env)
         if cached.is_file():
             values["wsdl"], sources["wsdl"] = str(cached), "the cached WSDL (fibo-sms wsdl refresh)"
@@ -299,37 +390,11 @@ def resolve(
         sources["attempts"] = f"attempts in {file_label}"
 
     password: str | None = None
-    if flags.ask_password and prompt is not None:
-        password, sources["password"] = prompt(), "the prompt"
-    elif flags.password_file is not None:
-        password, found = read_password_file(flags.password_file, setting="--password-file")
-        sources["password"] = f"the password file {flags.password_file} (--password-file)"
-        warnings += found
-    elif env.get(ENV_CLIENT_PASS):
-        password, sources["password"] = env[ENV_CLIENT_PASS], ENV_CLIENT_PASS
-    elif env.get(ENV_PASSWORD_FILE, "").strip():
-        file = Path(env[ENV_PASSWORD_FILE].strip())
-        password, found = read_password_file(file, setting=ENV_PASSWORD_FILE)
-        sources["password"] = f"the password file {file} ({ENV_PASSWORD_FILE})"
-        warnings += found
-    elif "password_file" in data:
-        file = Path(_text(data["password_file"], "password_file", file_label))
-        if not file.expanduser().is_absolute():
-            file = path.parent / file.expanduser()
-        password, found = read_password_file(file, setting=f"password_file in {file_label}")
-        sources["password"] = f"the password file {file} (password_file in {file_label})"
-        warnings += found
-    elif "client_pass" in data:
-        if not isinstance(data["client_pass"], str) or not data["client_pass"]:
-            raise ConfigError(f"client_pass in {file_label} must be non-empty text")
-        password, sources["password"] = data["client_pass"], f"client_pass in {file_label}"
-        if _others_can_read(path):
-            warnings.append(
-                f"{file_label} holds client_pass and other users can read it: chmod 600 "
-                f"{file_label}, or move the password to a password_file"
-            )
-    elif prompt is not None and need_account:
-        password, sources["password"] = prompt(), "the prompt"
+    if need_account:
+        # Only then: a command that needs no account must not fail on a broken password source.
+        password, source = _password(flags, env, data, path, prompt, warnings)
+        if source is not None:
+            sources["password"] = source
     if need_account and not values.get("client_no"):
         raise ConfigError(
             f"no account number: set {ENV_CLIENT_NO}, or pass --client-no, or add client_no "

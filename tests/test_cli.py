@@ -5,15 +5,18 @@ code, the password never printed, and a 10,000-line bulk send with its progress 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
 import re
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -139,7 +142,7 @@ class Runner:
     def __call__(
         self,
         *args: str,
-        input: str | None = None,
+        input: str | bytes | None = None,
         env: Mapping[str, str | None] | None = None,
         code: int = 0,
     ) -> Result:
@@ -625,13 +628,160 @@ def test_send_bulk_stops_when_the_balance_runs_out(
     result = run("--json", "send-bulk", "--chunk-size", "10", str(source), code=4)
     document = json.loads(result.stdout)
     assert (document["accepted"], document["not_sent"], document["unknown"]) == (10, 15, 0)
-    assert error_doc(result)["type"] == "InsufficientBalanceError"
+    error = error_doc(result)
+    assert error["type"] == "InsufficientBalanceError"
     assert emu.balance(1) == 5
+    # The first chunk went: the hint says which rows did, not that nothing was sent.
+    assert "nothing was sent" not in error["hint"]
+    assert f"the {document['accepted']} rows marked accepted were sent" in error["hint"]
+    assert "the others were not" in error["hint"]
+    # Refused from the first chunk on, nothing went, and the hint says so.
+    refused = run("--json", "send-bulk", "--chunk-size", "10", str(source), code=4)
+    assert json.loads(refused.stdout)["accepted"] == 0
+    assert "nothing was sent" in error_doc(refused)["hint"]
+    assert emu.balance(1) == 5
+
+
+def test_send_bulk_uncertain_failure_hints_at_the_unknown_guids(
+    run: Runner, faults: Emulator, tmp_path: Path
+) -> None:
+    # The request reaches the gateway and its answer is an HTTP 500: the row's fate is unknown,
+    # and the hint says to look it up first, as `send` does.
+    faults.fault("http_500", method="SendSMSWithMultiMessage")
+    source = _bulk_csv(tmp_path / "one.csv", 1)
+    result = run(
+        "--json", "send-bulk", "--protocol", "soap11", "--attempts", "1", str(source), code=6
+    )
+    [row] = json.loads(result.stdout)["messages"]
+    assert row["result"] == "unknown"
+    hint = error_doc(result)["hint"]
+    assert f"run `fibo-sms status {row['guid']}` before sending again" in hint
+    assert "FIBO_ENDPOINT" not in hint
+
+
+def test_subprocess_send_bulk_interrupted_mid_send_hints_at_the_unknown_guids(
+    env: dict[str, str | None], faults: Emulator, tmp_path: Path
+) -> None:
+    guid = f"abababab-0000-4000-8000-{random.getrandbits(48):012x}"
+    source = tmp_path / "one.csv"
+    source.write_text(f"phone,text,guid\n{PHONE_A},interrupted,{guid}\n", encoding="utf-8")
+    faults.fault("latency", method="SendSMSWithMultiMessage", seconds=2.0, times=1)
+    sending = subprocess.Popen(
+        [str(FIBO_BIN), "send-bulk", str(source)],
+        env=subprocess_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Ctrl-C once the request is at the gateway, which holds its answer back.
+        deadline = time.monotonic() + 20
+        while not any(guid in str(r.params) for r in faults.recorded):
+            assert time.monotonic() < deadline, "the request never reached the emulator"
+            time.sleep(0.02)
+        sending.send_signal(signal.SIGINT)
+        out, err = sending.communicate(timeout=20)
+    finally:
+        if sending.poll() is None:
+            sending.kill()
+            sending.wait()
+    assert sending.returncode == ExitCode.INTERRUPTED, (out, err)
+    assert re.search(rf"^2\t{PHONE_A}\t{guid}\tunknown", out, re.MULTILINE), out
+    assert f"run `fibo-sms status {guid}` before resending" in err
+    time.sleep(2.0)  # let the delayed answer drain
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(
+            "\ufeff" + json.dumps({"phone": PHONE_A, "text": "có BOM"}) + "\n", id="jsonl-bom"
+        ),
+        pytest.param(f"\ufeffphone,text\n{PHONE_A},có BOM\n", id="csv-bom"),
+        pytest.param(f'phone,text\r\n{PHONE_A},"hai\r\ndòng"\r\n', id="csv-crlf"),
+    ],
+)
+def test_send_bulk_reads_stdin_as_it_reads_a_file(run: Runner, tmp_path: Path, data: str) -> None:
+    # The same bytes, named (no suffix: the format is told from the content) and on stdin.
+    raw = data.encode("utf-8")
+    named = tmp_path / "messages"
+    named.write_bytes(raw)
+    from_file = run.json("send-bulk", "--check", str(named))
+    from_stdin = run.json("send-bulk", "--check", "-", input=raw)
+    shown = ("format", "rows", "parts", "valid", "invalid")
+    assert [from_stdin[k] for k in shown] == [from_file[k] for k in shown]
+    assert from_file["valid"] == 1
+    assert [m["line"] for m in from_stdin["messages"]] == [m["line"] for m in from_file["messages"]]
+
+
+def test_send_bulk_refuses_stdin_that_is_not_utf8_as_it_refuses_such_a_file(
+    run: Runner, tmp_path: Path
+) -> None:
+    raw = f"phone,text\n{PHONE_A},café\n".encode("latin-1")
+    named = tmp_path / "latin1.csv"
+    named.write_bytes(raw)
+    from_file = run("--json", "send-bulk", "--check", str(named), code=5)
+    from_stdin = run("--json", "send-bulk", "--check", "-", input=raw, code=5)
+    assert error_doc(from_file)["type"] == error_doc(from_stdin)["type"] == "InvalidInputError"
+    assert "is not UTF-8 text" in error_doc(from_file)["message"]
+    assert "stdin is not UTF-8 text" in error_doc(from_stdin)["message"]
+
+
+def test_send_bulk_refuses_a_row_with_more_cells_than_the_header(
+    run: Runner, emu: Emulator, tmp_path: Path
+) -> None:
+    cut = "Hello, your code is 1234"  # an unquoted comma: three cells under a two-name header
+    source = tmp_path / "comma.csv"
+    source.write_text(
+        f'phone,text\n{PHONE_A},{cut}\n{PHONE_B},"{cut}"\n{PHONE_A},trailing,\n{PHONE_B}\n',
+        encoding="utf-8",
+    )
+    before = len(emu.received())
+    result = run("--json", "send-bulk", str(source), code=5)
+    assert len(emu.received()) == before
+    by_line = {m["line"]: m for m in json.loads(result.stdout)["messages"]}
+    header = 2
+    cells = len(next(csv.reader([f"{PHONE_A},{cut}"])))
+    assert cells > header
+    assert by_line[2]["result"] == "invalid"
+    assert by_line[2]["phone"] == PHONE_A
+    assert f"line 2: {cells} cells, the header has {header}" in by_line[2]["reason"]
+    assert "quote" in by_line[2]["reason"]
+    # Quoted, the comma is text; an empty cell past the header cuts nothing.
+    assert by_line[3]["result"] == by_line[4]["result"] == "not_sent"
+    assert by_line[5]["result"] == "invalid"
+    assert by_line[5]["reason"] == f"line 5: 1 cell, the header has {header}"
+    document = run.json("send-bulk", "--skip-invalid", str(source))
+    sent = {m["line"]: m for m in document["messages"] if m["result"] == "accepted"}
+    assert set(sent) == {3, 4}
+    [stored] = emu.received(guid=sent[3]["guid"])
+    assert stored.message == cut
 
 
 def test_send_bulk_missing_file(run: Runner, tmp_path: Path) -> None:
     result = run("send-bulk", str(tmp_path / "nope.csv"), code=5)
     assert "no such file" in result.stderr
+
+
+def test_campaign_dry_run_json_lists_every_refusal_and_the_table_says_how_to_see_them(
+    run: Runner, emu: Emulator, tmp_path: Path
+) -> None:
+    source = tmp_path / "many-bad.csv"
+    bad = [f"{1200 + i}" for i in range(cli._SHOWN_REFUSALS + 5)]  # short codes: refused
+    lines = ["phone,name", *(f"{number},n{i}" for i, number in enumerate(bad)), f"{PHONE_A},ok"]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ("campaign", "send", str(source), "--template", "Hi {name}", "--dry-run")
+    document = run.json(*args)
+    assert document["refused"] == len(bad)
+    assert [r["phone"] for r in document["refusals"]] == bad
+    assert all(r["reason"] for r in document["refusals"])
+    human = run(*args)
+    cells = [line.split("\t") for line in human.stdout.splitlines()]
+    shown = [row for row in cells if len(row) > 1 and row[1] in bad]
+    assert len(shown) == cli._SHOWN_REFUSALS
+    assert f"... and {len(bad) - cli._SHOWN_REFUSALS} more refused rows" in human.stderr
+    assert "--json lists them all" in human.stderr
+    assert not list(tmp_path.glob("*.campaign.db"))
 
 
 # --- follow-up -----------------------------------------------------------------------------------
@@ -846,7 +996,8 @@ def test_wsdl_refresh_stores_and_the_client_uses_it(run: Runner, emu: Emulator, 
     assert f"FIBO_WSDL={other}" in result.stderr
 
 
-def test_wsdl_refresh_refuses_a_wsdl_lacking_methods(run: Runner, home: Path) -> None:
+def _broken_wsdl(path: Path) -> Path:
+    """The bundled WSDL without SendSMS and GetSMSStatus, at ``path``."""
     from lxml import etree
 
     from fibo_soap import wsdl
@@ -857,8 +1008,12 @@ def test_wsdl_refresh_refuses_a_wsdl_lacking_methods(run: Runner, home: Path) ->
         for element in list(binding.iterfind(f"{w}operation")):
             if element.get("name") in ("SendSMS", "GetSMSStatus"):
                 binding.remove(element)
-    broken = home / "broken.wsdl"
-    tree.write(str(broken))
+    tree.write(str(path))
+    return path
+
+
+def test_wsdl_refresh_refuses_a_wsdl_lacking_methods(run: Runner, home: Path) -> None:
+    broken = _broken_wsdl(home / "broken.wsdl")
     result = run("--json", "wsdl", "refresh", str(broken), code=7)
     error = error_doc(result)
     assert "SendSMS" in error["message"]
@@ -871,6 +1026,95 @@ def test_wsdl_refresh_refuses_a_wsdl_lacking_methods(run: Runner, home: Path) ->
 def test_wsdl_refresh_http_error(run: Runner, emu: Emulator) -> None:
     result = run("wsdl", "refresh", emu.endpoint.replace("Service.asmx", "Nothing.asmx"), code=6)
     assert "HTTP 404" in result.stderr
+
+
+@pytest.mark.parametrize("failure", ["lacking", "unreadable", "refused", "absent"])
+def test_wsdl_refresh_hints_name_its_argument_not_the_client_settings(
+    run: Runner, emu: Emulator, home: Path, failure: str
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    argument, location, code = {
+        "lacking": (str(_broken_wsdl(home / "broken.wsdl")),) * 2 + (ExitCode.PROTOCOL,),
+        "unreadable": (str(home / "missing.wsdl"),) * 2 + (ExitCode.INVALID_INPUT,),
+        "refused": (
+            f"http://127.0.0.1:{closed}/Service.asmx",
+            f"http://127.0.0.1:{closed}/Service.asmx?WSDL",
+            ExitCode.TRANSPORT,
+        ),
+        "absent": (
+            emu.endpoint.replace("Service.asmx", "Nothing.asmx"),
+            emu.endpoint.replace("Service.asmx", "Nothing.asmx") + "?WSDL",
+            ExitCode.TRANSPORT,
+        ),
+    }[failure]
+    hint = error_doc(run("--json", "wsdl", "refresh", argument, code=code))["hint"]
+    assert location in hint
+    assert "argument" in hint
+    assert "nothing was stored" in hint
+    # wsdl refresh uses neither: a hint about them would send the user the wrong way.
+    for unused in ("FIBO_ENDPOINT", "FIBO_PROTOCOL", "--protocol", "nothing was sent"):
+        assert unused not in hint
+
+
+def test_wsdl_refresh_timeout_hint_names_its_own_timeout(run: Runner) -> None:
+    with socket.socket() as silent:  # takes the connection, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/Service.asmx"
+        result = run("--json", "wsdl", "refresh", "--timeout", "0.2", url, code=6)
+    hint = error_doc(result)["hint"]
+    assert f"{url}?WSDL did not answer in time" in hint
+    assert "`wsdl refresh --timeout`" in hint
+    # What it does not know about is left to the general hints.
+    assert cli._wsdl_refresh_hint(RuntimeError("x"), location=url) is None
+
+
+def test_a_wsdl_setting_that_cannot_be_read_is_a_configuration_error(
+    run: Runner, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.wsdl"
+    for args, env, setting in (
+        (("--wsdl", str(missing)), {}, "--wsdl"),
+        ((), {"FIBO_WSDL": str(missing)}, "FIBO_WSDL"),
+    ):
+        error = error_doc(run("--json", "check", *args, env=env, code=ExitCode.USAGE))
+        assert error["type"] == "ConfigError"
+        assert f"cannot read the WSDL {missing} ({setting})" in error["message"]
+        assert setting in error["hint"]
+    result = run("wsdl", "show", "--wsdl", str(tmp_path), code=ExitCode.USAGE)
+    assert f"cannot read the WSDL {tmp_path} (--wsdl)" in result.stderr
+
+
+def test_a_wsdl_path_in_the_config_file_is_expanded_and_relative_to_it(
+    run: Runner, home: Path, tmp_path: Path
+) -> None:
+    from fibo_soap import wsdl
+
+    bundled = wsdl.bundled_wsdl_path().read_bytes()
+    (home / "wsdls").mkdir()
+    (home / "wsdls" / "home.wsdl").write_bytes(bundled)
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "beside.wsdl").write_bytes(bundled)
+    cases = (
+        ("~/wsdls/home.wsdl", home / "wsdls" / "home.wsdl"),
+        ("beside.wsdl", folder / "beside.wsdl"),
+    )
+    for setting, path in cases:
+        config_file = folder / "fibo.toml"
+        config_file.write_text(f'wsdl = "{setting}"\n', encoding="utf-8")
+        shown = run.json("wsdl", "show", "--config", str(config_file))
+        assert shown["location"] == str(path)
+        assert shown["source"] == f"wsdl in {config_file}"
+        checked = run.json("check", "--config", str(config_file), "--protocol", "soap11")
+        assert checked["name"] == "Nguyen Van A"
+    # Relative to the file, not to the working directory: from there it is missing.
+    config_file.write_text('wsdl = "elsewhere.wsdl"\n', encoding="utf-8")
+    assert not Path("elsewhere.wsdl").exists()
+    result = run("check", "--config", str(config_file), code=ExitCode.USAGE)
+    assert f"{folder / 'elsewhere.wsdl'} (wsdl in {config_file})" in result.stderr
 
 
 def test_wsdl_show_bundled(run: Runner) -> None:
@@ -906,6 +1150,17 @@ def test_password_file_and_client_no_flags(run: Runner, emu: Emulator, tmp_path:
     assert run.json(
         "check", env=unset | {"FIBO_CLIENT_NO": emu.client_no, "FIBO_PASSWORD_FILE": str(secret)}
     )
+
+
+def test_commands_that_need_no_account_read_no_password_source(run: Runner, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-password"
+    broken = {"FIBO_CLIENT_PASS": None, "FIBO_PASSWORD_FILE": str(missing)}
+    assert run.json("about", env=broken) == {"about": "www.Fibovietnam.com"}
+    assert run.json("wsdl", "show", env=broken)["missing"] == []
+    assert run.json("about", "--password-file", str(missing), env=broken)["about"]
+    # A command that needs the account still reads it, and says what is wrong.
+    result = run("check", env=broken, code=ExitCode.USAGE)
+    assert f"cannot read the password file {missing} (FIBO_PASSWORD_FILE)" in result.stderr
 
 
 def test_a_readable_password_file_draws_a_warning(
@@ -1231,6 +1486,21 @@ def test_password_file_relative_to_the_config_file(tmp_path: Path) -> None:
     assert settings.warnings == ()
 
 
+def test_resolve_reads_no_password_source_without_an_account(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "FIBO_PASSWORD_FILE": str(tmp_path / "missing")}
+    settings = config.resolve(Flags(password_file=tmp_path / "missing"), env, need_account=False)
+    assert settings.password is None
+    assert settings.source("password") is None
+    with pytest.raises(ConfigError, match="cannot read the password file"):
+        config.resolve(Flags(client_no="C"), env)
+
+
+def test_resolve_takes_a_wsdl_url_as_it_is(tmp_path: Path) -> None:
+    url = "http://127.0.0.1:9/Service.asmx?WSDL"
+    settings = config.resolve(Flags(wsdl=url), {"HOME": str(tmp_path)}, need_account=False)
+    assert (settings.wsdl, settings.source("wsdl")) == (url, "--wsdl")
+
+
 def test_default_paths_follow_xdg(tmp_path: Path) -> None:
     env = {"XDG_CONFIG_HOME": str(tmp_path / "c"), "XDG_CACHE_HOME": str(tmp_path / "k")}
     assert config.default_config_path(env) == tmp_path / "c" / "fibo-sms" / "config.toml"
@@ -1270,6 +1540,38 @@ def test_subprocess_help() -> None:
     assert "Commands:" in done.stdout
 
 
+def _announced(server: subprocess.Popen[str]) -> dict[str, str]:
+    """The NAME=value lines `fibo-sms emulator` prints once it listens (the admin URL too)."""
+    assert server.stdout is not None
+    announced: dict[str, str] = {}
+    deadline = time.monotonic() + 20
+    while "admin" not in announced and time.monotonic() < deadline:
+        line = server.stdout.readline()
+        if not line:
+            break
+        if "=" in line:
+            key, _, value = line.strip().partition("=")
+            announced[key] = value
+        elif line.strip().startswith("admin: "):
+            announced["admin"] = line.strip().removeprefix("admin: ")
+    return announced
+
+
+def _check_once_up(client_env: Mapping[str, str | None]) -> subprocess.CompletedProcess[str]:
+    """`fibo-sms check --json` against an emulator that may still be starting."""
+    for _ in range(100):
+        checked = subprocess.run(
+            [str(FIBO_BIN), "check", "--json"],
+            env=subprocess_env(client_env),
+            capture_output=True,
+            text=True,
+        )
+        if checked.returncode != ExitCode.TRANSPORT:
+            break
+        time.sleep(0.1)
+    return checked
+
+
 def test_subprocess_emulator_command(env: dict[str, str | None], tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -1291,38 +1593,108 @@ def test_subprocess_emulator_command(env: dict[str, str | None], tmp_path: Path)
         text=True,
     )
     try:
-        assert server.stdout is not None
-        announced: dict[str, str] = {}
-        deadline = time.monotonic() + 20
-        while "FIBO_CLIENT_PASS" not in announced and time.monotonic() < deadline:
-            line = server.stdout.readline()
-            if not line:
-                break
-            if "=" in line:
-                key, _, value = line.strip().partition("=")
-                announced[key] = value
+        announced = _announced(server)
         assert announced["FIBO_ENDPOINT"] == f"http://127.0.0.1:{port}/Service.asmx"
         client_env = env | {
             "FIBO_ENDPOINT": announced["FIBO_ENDPOINT"],
             "FIBO_CLIENT_NO": announced["FIBO_CLIENT_NO"],
             "FIBO_CLIENT_PASS": announced["FIBO_CLIENT_PASS"],
         }
-        for _ in range(100):
-            checked = subprocess.run(
-                [str(FIBO_BIN), "check", "--json"],
-                env=subprocess_env(client_env),
-                capture_output=True,
-                text=True,
-            )
-            if checked.returncode != 6:
-                break
-            time.sleep(0.1)
+        checked = _check_once_up(client_env)
         assert checked.returncode == 0, checked.stderr
         assert json.loads(checked.stdout)["name"] == "Nguyen Van A"
         assert announced["FIBO_CLIENT_PASS"] not in checked.stdout + checked.stderr
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_subprocess_emulator_on_port_0_shares_the_clients_password_file(
+    env: dict[str, str | None], tmp_path: Path
+) -> None:
+    # README's session: one password file for the emulator and the client; a file may hold more
+    # than the password after its first line.
+    secret = tmp_path / "fibo-pass"
+    secret.write_text("demo-secret-1\n# rotated 2026-11-01\n", encoding="utf-8")
+    secret.chmod(0o600)
+    server = subprocess.Popen(
+        [
+            str(FIBO_BIN),
+            "emulator",
+            "--port",
+            "0",
+            "--db",
+            str(tmp_path / "emu.sqlite"),
+            "--password-file",
+            str(secret),
+        ],
+        env=subprocess_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        announced = _announced(server)
+        endpoint = urllib.parse.urlsplit(announced["FIBO_ENDPOINT"])
+        assert endpoint.port, announced  # the port it listens on, not the 0 it was given
+        assert urllib.parse.urlsplit(announced["admin"]).port == endpoint.port
+        client_env = env | {
+            "FIBO_ENDPOINT": announced["FIBO_ENDPOINT"],
+            "FIBO_CLIENT_NO": announced["FIBO_CLIENT_NO"],
+            "FIBO_CLIENT_PASS": None,
+            "FIBO_PASSWORD_FILE": str(secret),
+        }
+        checked = _check_once_up(client_env)
+        assert checked.returncode == 0, checked.stderr
+        assert json.loads(checked.stdout)["name"] == "Nguyen Van A"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_emulator_on_a_db_of_another_password_is_a_configuration_error(
+    run: Runner, tmp_path: Path
+) -> None:
+    db = tmp_path / "emu.sqlite"
+    with run_emulator(db=db, client_pass="the-first-one"):
+        pass
+    other = tmp_path / "other-pass"
+    other.write_text("another-one\n", encoding="utf-8")
+    other.chmod(0o600)
+    result = run(
+        "--json",
+        "emulator",
+        "--port",
+        "0",
+        "--db",
+        str(db),
+        "--password-file",
+        str(other),
+        code=ExitCode.USAGE,
+    )
+    error = error_doc(result)
+    assert error["type"] == "ConfigError"
+    assert "another password" in error["message"]
+    assert "--db" in error["hint"]
+    assert "--password-file" in error["hint"]
+    assert "another-one" not in result.stdout + result.stderr
+
+
+def test_emulator_on_a_port_in_use_is_a_configuration_error(run: Runner, tmp_path: Path) -> None:
+    secret = tmp_path / "pass"
+    secret.write_text("readable\n", encoding="utf-8")
+    secret.chmod(0o644)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            "emulator", "--port", str(port), "--password-file", str(secret), code=ExitCode.USAGE
+        )
+    assert f"cannot listen on 127.0.0.1 port {port}" in result.stderr
+    assert "--port" in result.stderr
+    # The file is read as the client reads it, with the same warning.
+    assert f"chmod 600 {secret}" in result.stderr
 
 
 def test_main_entry_point() -> None:

@@ -375,6 +375,21 @@ def _config(app: EmulatorApp, **options: Any) -> uvicorn.Config:
     )
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host`` and ``port`` (0: any free one; ``getsockname`` says which)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP given explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
+    # and without it every answer waits 40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 @contextlib.contextmanager
 def run_emulator(
     *,
@@ -399,11 +414,7 @@ def run_emulator(
         request_validation=request_validation,
         record=record,
     )
-    # IPPROTO_TCP given explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
-    # and without it every answer waits 40 ms for the client's delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = _bind(host, port)
     server = _Server(_config(app))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="fibo-emulator", daemon=True
@@ -433,7 +444,12 @@ def serve(
     request_validation: bool = False,
     announce: Any = print,
 ) -> None:
-    """Run the emulator in the foreground until interrupted, announcing the seeded account."""
+    """Run the emulator in the foreground until interrupted, announcing the seeded account and
+    the port it listens on (the one the system chose when ``port`` is 0).
+
+    OSError when it cannot listen there; ValueError as :func:`build` raises it. Both come before
+    anything is announced.
+    """
     app, password = build(
         db=db,
         client_no=client_no,
@@ -442,13 +458,20 @@ def serve(
         request_validation=request_validation,
         record=0,
     )
-    emulator = Emulator(app, host, port, client_no, password)
-    announce(f"FIBO emulator at {emulator.endpoint}")
-    announce(f"  FIBO_ENDPOINT={emulator.endpoint}")
-    announce(f"  FIBO_CLIENT_NO={client_no}")
-    announce(f"  FIBO_CLIENT_PASS={password}")
-    announce(f"  admin: http://{host}:{port}/_emulator/faults")
     try:
-        uvicorn.Server(_config(app, host=host, port=port)).run()
+        # Bound here rather than by uvicorn, so that the port announced is the one listening.
+        sock = _bind(host, port)
+    except OSError:
+        app.service.store.close()
+        raise
+    try:
+        emulator = Emulator(app, host, sock.getsockname()[1], client_no, password)
+        announce(f"FIBO emulator at {emulator.endpoint}")
+        announce(f"  FIBO_ENDPOINT={emulator.endpoint}")
+        announce(f"  FIBO_CLIENT_NO={client_no}")
+        announce(f"  FIBO_CLIENT_PASS={password}")
+        announce(f"  admin: http://{emulator.host}:{emulator.port}/_emulator/faults")
+        uvicorn.Server(_config(app)).run(sockets=[sock])
     finally:
+        sock.close()
         app.service.store.close()
