@@ -2026,10 +2026,13 @@ class CsvSource:
                 if not record or not any(cell.strip() for cell in record):
                     continue
                 number = record[phone_at].strip() if phone_at < len(record) else ""
-                if len(record) < width:
+                # More cells than the header is most often a comma in an unquoted text: the
+                # header's cells alone would send that text cut at the comma.
+                if len(record) < width or any(cell.strip() for cell in record[width:]):
+                    fix = ": quote a text that holds a comma" if len(record) > width else ""
                     yield Refusal(
                         number,
-                        f"line {reader.line_num}: {len(record)} cells, the header has {width}",
+                        f"line {reader.line_num}: {len(record)} cells, the header has {width}{fix}",
                     )
                     continue
                 if not number:

@@ -750,6 +750,21 @@ def test_records_that_are_not_valid_csv_are_refused_and_the_rest_go_out(
     assert len(stored(fresh)) == 18
 
 
+def test_a_row_with_more_cells_than_the_header_is_refused_not_cut(tmp_path: Path) -> None:
+    # An unquoted comma in a text makes one cell more: the header's cells alone would send the
+    # text cut at the comma. Empty cells after them (a trailing comma) cut nothing.
+    rows = _csv_rows(6)
+    rows[2] = f"{phone(2)},Hello, your code is 1234\n"
+    rows[4] = f"{phone(4)},hi 4,\n"
+    got = list(CsvSource.open(_write_rows(tmp_path / "c.csv", rows)).messages())
+    refused = [m for m in got if isinstance(m, Refusal)]
+    assert [r.phone for r in refused] == [phone(2)]
+    assert refused[0].reason == "line 4: 3 cells, the header has 2: quote a text that holds a comma"
+    assert [m for m in got if not isinstance(m, Refusal)] == [
+        Message(phone(i), f"hi {i}") for i in range(6) if i != 2
+    ]
+
+
 def test_an_unclosed_quote_is_refused_not_merged_with_the_rows_after_it(tmp_path: Path) -> None:
     rows = _csv_rows(12)
     rows[3] = f'{phone(3)},"Quang 3\n'
