@@ -985,11 +985,15 @@ def _show_incoming(run: Run, rows: Sequence[IncomingSms], empty: str) -> None:
 
 
 def _read_text(value: str) -> str:
-    """An argument's text; ``-`` reads stdin (one final line end dropped)."""
+    """An argument's text; ``-`` reads stdin as send-bulk reads a file: UTF-8, a BOM dropped
+    (one final line end dropped too)."""
     if value != "-":
         return value
-    data = sys.stdin.read()
-    return data[:-1] if data.endswith("\n") else data
+    try:
+        data = sys.stdin.buffer.read().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"stdin is not UTF-8 text: {exc.reason}", field="text") from None
+    return data.removesuffix("\n").removesuffix("\r") if data.endswith("\n") else data
 
 
 def _parse_status(value: str | None, names: Mapping[Any, str], kind: type[IntEnum]) -> int | None:

@@ -963,6 +963,23 @@ def test_estimate_offline(run: Runner) -> None:
     assert run.json("estimate", "-", input="x" * 1200, env=no_account)["too_long"] is True
 
 
+def test_a_text_from_stdin_is_read_as_a_file_is(run: Runner, emu: Emulator) -> None:
+    # UTF-8, with a BOM dropped (it would make the text UCS-2) and one final line end, LF or
+    # CRLF; what is not UTF-8 is refused as bad input, and nothing is sent.
+    no_account = {"FIBO_CLIENT_NO": None, "FIBO_CLIENT_PASS": None}
+    text = "Hẹn gặp lại"
+    typed = run.json("estimate", text, env=no_account)
+    for raw in (text.encode(), b"\xef\xbb\xbf" + text.encode() + b"\r\n", text.encode() + b"\n"):
+        assert run.json("estimate", "-", input=raw, env=no_account) == typed
+    before = len(emu.received())
+    result = run("--json", "send", PHONE_A, "-", input="Café".encode("latin-1"), code=5)
+    assert "stdin is not UTF-8" in error_doc(result)["message"]
+    assert len(emu.received()) == before
+    guid = run.json("send", PHONE_A, "-", input=b"\xef\xbb\xbf" + text.encode() + b"\n")["guid"]
+    [stored] = emu.received(guid=guid)
+    assert stored.message == text
+
+
 def test_estimate_with_balance(run: Runner, emu: Emulator) -> None:
     document = run.json("estimate", "--balance", "hi")
     assert (document["service_type"], document["balance"], document["enough"]) == (
