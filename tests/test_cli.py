@@ -1589,25 +1589,23 @@ def _check_once_up(client_env: Mapping[str, str | None]) -> subprocess.Completed
     return checked
 
 
-def test_subprocess_emulator_command(env: dict[str, str | None], tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            str(FIBO_BIN),
-            "emulator",
-            "--port",
-            str(port),
-            "--db",
-            str(tmp_path / "emu.sqlite"),
-            "--delivery-delay",
-            "0",
-        ],
+def _emulator_process(env: dict[str, str | None], *args: str) -> subprocess.Popen[str]:
+    """`fibo-sms emulator ARGS` in a process of its own, its output piped as text."""
+    return subprocess.Popen(
+        [str(FIBO_BIN), "emulator", *args],
         env=subprocess_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+    )
+
+
+def test_subprocess_emulator_command(env: dict[str, str | None], tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = _emulator_process(
+        env, "--port", str(port), "--db", str(tmp_path / "emu.sqlite"), "--delivery-delay", "0"
     )
     try:
         announced = _announced(server)
@@ -1634,21 +1632,8 @@ def test_subprocess_emulator_on_port_0_shares_the_clients_password_file(
     secret = tmp_path / "fibo-pass"
     secret.write_text("demo-secret-1\n# rotated 2026-11-01\n", encoding="utf-8")
     secret.chmod(0o600)
-    server = subprocess.Popen(
-        [
-            str(FIBO_BIN),
-            "emulator",
-            "--port",
-            "0",
-            "--db",
-            str(tmp_path / "emu.sqlite"),
-            "--password-file",
-            str(secret),
-        ],
-        env=subprocess_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    server = _emulator_process(
+        env, "--port", "0", "--db", str(tmp_path / "emu.sqlite"), "--password-file", str(secret)
     )
     try:
         announced = _announced(server)

@@ -683,13 +683,19 @@ def test_sent_pages_filter_by_day_status_and_service_type(emu: Emulator) -> None
         }
 
 
+def _early_and_late(emu: Emulator, c: FiboClient) -> tuple[int, int]:
+    """A message sent and one received, then ten minutes, then the same again: the ids of the
+    two received (the sent ones are g-early and g-late)."""
+    c.send_sms(PHONE_A, "early", guid="g-early")
+    early = emu.inject_incoming(PHONE_B, "early reply")
+    emu.advance(10 * 60)
+    c.send_sms(PHONE_A, "late", guid="g-late")
+    return early, emu.inject_incoming(PHONE_C, "late reply")
+
+
 def test_sent_and_incoming_lists_keep_to_their_minutes_window(emu: Emulator, protocol: str) -> None:
     with make_client(emu, protocol) as c:
-        c.send_sms(PHONE_A, "early", guid="g-early")
-        early = emu.inject_incoming(PHONE_B, "early reply")
-        emu.advance(10 * 60)
-        c.send_sms(PHONE_A, "late", guid="g-late")
-        late = emu.inject_incoming(PHONE_C, "late reply")
+        early, late = _early_and_late(emu, c)
         assert [r.guid for r in c.get_sent_list(5)] == ["g-late"]
         assert [r.guid for r in c.get_sent_list(15)] == ["g-early", "g-late"]
         assert [r.id for r in c.get_incoming_list(5)] == [late]
@@ -743,11 +749,7 @@ def test_a_minutes_window_longer_than_all_time_reads_everything(
     emu: Emulator, protocol: str
 ) -> None:
     with make_client(emu, protocol) as c:
-        c.send_sms(PHONE_A, "early", guid="g-early")
-        early = emu.inject_incoming(PHONE_B, "early reply")
-        emu.advance(10 * 60)
-        c.send_sms(PHONE_A, "late", guid="g-late")
-        late = emu.inject_incoming(PHONE_C, "late reply")
+        early, late = _early_and_late(emu, c)
         expected = ([r.guid for r in c.get_sent_list(60)], [r.id for r in c.get_incoming_list(60)])
     assert expected == (["g-early", "g-late"], [early, late])
     # No whole number is too many minutes: the wire's int has no limit here, a float's does.
