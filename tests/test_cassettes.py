@@ -113,8 +113,8 @@ class _StillClock(Clock):
         super().__init__()
         self._at = at
 
-    def now(self) -> datetime:
-        return self._at
+    def timestamp(self) -> float:
+        return self._at.timestamp()
 
     def advance(self, seconds: float) -> None:
         self._at += timedelta(seconds=seconds)

@@ -28,6 +28,7 @@ from lxml import etree
 from fibo_soap import codec, wsdl
 from fibo_soap.client import FiboClient
 from fibo_soap.emulator import Emulator, FaultKind, run_emulator
+from fibo_soap.emulator.service import Clock
 from fibo_soap.errors import (
     AmbiguousSendError,
     AsmxError,
@@ -464,6 +465,20 @@ def test_admin_advance_refuses_what_is_not_seconds(emu: Emulator, seconds: Any) 
     assert "seconds" in answer["error"]
     assert abs(emu.clock.now() - datetime.now(UTC)) < timedelta(seconds=5)  # not moved
     assert serves(emu)
+
+
+def test_the_clock_reads_real_time_to_the_microsecond_and_moves_with_advance() -> None:
+    clock = Clock()
+    before = time.time()
+    stamp = clock.timestamp()
+    assert before - 1e-6 <= stamp <= time.time() + 1e-6
+    assert stamp == round(stamp, 6)
+    clock.advance(90.25)
+    moved = clock.timestamp()
+    assert 90.25 <= moved - stamp < 91
+    # now() is the same reading as a datetime.
+    assert moved - 1e-6 <= clock.now().timestamp() <= clock.timestamp() + 1e-6
+    assert clock.now().utcoffset() == timedelta(0)
 
 
 def test_admin_incoming_is_read_by_both_incoming_operations(emu: Emulator) -> None:

@@ -393,7 +393,7 @@ def test_answers_kept_once_written_are_what_the_codec_writes(
 # --- the single send's submit ------------------------------------------------------------------
 
 NOW = datetime(2024, 5, 10, 9, 0, tzinfo=VN_TZ)
-# Seconds from NOW, or None for an instant never reached; naive or aware.
+# Seconds from NOW, or None for an instant never reached.
 offsets = st.none() | st.sampled_from([-2.0, -0.5, 0.0, 0.25, 0.5, 1.0, 3.0]) | st.floats(-5, 5)
 
 
@@ -427,7 +427,6 @@ def result_or_error(submit: Any) -> SubmitResult | tuple[type[Exception], str]:
     final_status=st.sampled_from(list(SmsStatus)),
     sending=offsets,
     final=offsets,
-    naive=st.booleans(),
     service_type=st.sampled_from([1, 2]),
     balance=st.sampled_from([0, 1, 5]),
     charge=st.booleans(),
@@ -442,7 +441,6 @@ def test_submit_one_is_submit_of_one_outgoing(
     final_status: SmsStatus,
     sending: float | None,
     final: float | None,
-    naive: bool,
     service_type: int,
     balance: int,
     charge: bool,
@@ -452,15 +450,16 @@ def test_submit_one_is_submit_of_one_outgoing(
         if offset is None:
             return None
         instant = NOW + timedelta(seconds=offset)
-        return instant.replace(tzinfo=None) if naive else instant.astimezone(UTC)
+        return instant.astimezone(UTC)
+
+    def stamp(offset: float | None) -> float | None:
+        instant = at(offset)
+        return None if instant is None else instant.timestamp()
 
     fields = (phone, message, guid, sender, final_status, at(sending), at(final))
-    options: dict[str, Any] = {
-        "now": NOW,
-        "operation": "SendSMS",
-        "protocol": "get",
-        "charge": charge,
-    }
+    # submit_one takes the same instants as timestamps, where no datetime can be naive.
+    stamped = (*fields[:5], stamp(sending), stamp(final))
+    options: dict[str, Any] = {"operation": "SendSMS", "protocol": "get", "charge": charge}
     folder = tmp_path_factory.mktemp("submit-one")
     with (
         store_at(folder / "one.sqlite3", balance) as one,
@@ -468,8 +467,16 @@ def test_submit_one_is_submit_of_one_outgoing(
     ):
         results = []
         for store, submit in (
-            (one, lambda: one.submit_one("C1", service_type, *fields, **options)),
-            (many, lambda: many.submit("C1", service_type, [Outgoing(*fields)], **options)),
+            (
+                one,
+                lambda: one.submit_one(
+                    "C1", service_type, *stamped, now_ts=NOW.timestamp(), **options
+                ),
+            ),
+            (
+                many,
+                lambda: many.submit("C1", service_type, [Outgoing(*fields)], now=NOW, **options),
+            ),
         ):
             if batched:
                 with store.batch():
@@ -502,7 +509,9 @@ def run_script(store: Store, script: list[tuple[str, str, int, int, bool]]) -> l
     for n, (step, client_no, service_type, count, charge) in enumerate(script):
         options = submit_options(charge)
         if step == "submit" and count == 1:
-            seen.append(store.submit_one(client_no, service_type, "0909128600", f"m{n}", **options))
+            one = {**options, "now_ts": NOW.timestamp()}
+            del one["now"]
+            seen.append(store.submit_one(client_no, service_type, "0909128600", f"m{n}", **one))
         elif step == "submit":
             messages = [Outgoing(f"09091286{i:02d}", f"m{n}", f"g{n}-{i}") for i in range(count)]
             seen.append(store.submit(client_no, service_type, messages, **options))
@@ -552,6 +561,7 @@ def test_a_balance_set_inside_a_batch_is_the_one_later_submits_see(tmp_path: Pat
     with store_at(tmp_path / "set.sqlite3", 5) as store:
         with store.batch():
             options = submit_options(charge=True)
+            options["now_ts"] = options.pop("now").timestamp()
             assert store.submit_one("C1", 1, "0909128628", "a", **options).accepted
             store.set_balance("C1", 1, 0)
             assert store.submit_one("C1", 1, "0909128628", "b", **options).reason == "zero_balance"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -63,20 +64,28 @@ _REFUSALS = {"zero_balance": CODE_ZERO_BALANCE, "over_balance": CODE_OVER_BALANC
 
 
 class Clock:
-    """The emulator's clock: real time plus an offset that tests move with ``advance``."""
+    """The emulator's clock: real time plus an offset that tests move with ``advance``.
+
+    ``timestamp()`` is the one reading of it (a subclass that stops or moves time overrides it
+    and ``advance``); ``now()`` is the same instant as a datetime.
+    """
 
     def __init__(self) -> None:
-        self._offset = timedelta()
+        self._offset_us = 0
         self._lock = threading.Lock()
+
+    def timestamp(self) -> float:
+        """The emulator's current time as a POSIX timestamp, to the microsecond."""
+        return (time.time_ns() // 1000 + self._offset_us) / 1_000_000
 
     def now(self) -> datetime:
         """The emulator's current time (aware, UTC)."""
-        return datetime.now(UTC) + self._offset
+        return datetime.fromtimestamp(self.timestamp(), UTC)
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward, so that delivery and time windows move with it."""
         with self._lock:
-            self._offset += timedelta(seconds=seconds)
+            self._offset_us += timedelta(seconds=seconds) // timedelta(microseconds=1)
 
 
 def final_status(number: str) -> SmsStatus:
@@ -174,9 +183,9 @@ class FiboService:
 
     @delivery_delay.setter
     def delivery_delay(self, seconds: float) -> None:
-        # Every send adds these to its now: made once here, not per message.
         self._delivery_delay = seconds
-        self._final_after = timedelta(seconds=seconds)
+        # Every send adds these to its now, in seconds: sends count time in timestamps.
+        self._final_after = timedelta(seconds=seconds).total_seconds()
         self._sending_after = self._final_after / 2
 
     def call(self, op: Operation, params: Mapping[str, str | None], protocol: str) -> str | int:
@@ -273,10 +282,11 @@ class FiboService:
         protocol: str,
         operation: str,
     ) -> int:
-        now = self.clock.now()
+        now = self.clock.timestamp()
         free = str(service_type) == TEST_SERVICE_TYPE
         if len(planned) == 1:
-            # Every single send: the store takes the message's fields, no Outgoing made.
+            # Every single send: the store takes the message's fields and timestamps, with no
+            # Outgoing nor datetime made.
             item = planned[0]
             result = self.store.submit_one(
                 client_no,
@@ -286,23 +296,31 @@ class FiboService:
                 item.guid,
                 sender,
                 *self._delivery(item, now, free),
-                now=now,
+                now_ts=now,
                 operation=operation,
                 protocol=protocol,
                 charge=not free,
             )
         else:
-            messages = [
-                Outgoing(
-                    item.phone, item.message, item.guid, sender, *self._delivery(item, now, free)
+            messages = []
+            for item in planned:
+                final, sending_ts, final_ts = self._delivery(item, now, free)
+                messages.append(
+                    Outgoing(
+                        item.phone,
+                        item.message,
+                        item.guid,
+                        sender,
+                        final,
+                        _instant(sending_ts),
+                        _instant(final_ts),
+                    )
                 )
-                for item in planned
-            ]
             result = self.store.submit(
                 client_no,
                 service_type,
                 messages,
-                now=now,
+                now=datetime.fromtimestamp(now, UTC),
                 operation=operation,
                 protocol=protocol,
                 charge=not free,
@@ -312,10 +330,10 @@ class FiboService:
         return _REFUSALS.get(result.reason, CODE_SERVICE_TYPE)
 
     def _delivery(
-        self, item: _Planned, now: datetime, free: bool
-    ) -> tuple[SmsStatus, datetime | None, datetime | None]:
+        self, item: _Planned, now: float, free: bool
+    ) -> tuple[SmsStatus, float | None, float | None]:
         """How a message accepted at ``now`` is delivered: its final status, and when it is
-        Sending and final (never, on the free channel)."""
+        Sending and final (never, on the free channel), as timestamps."""
         if free:
             # The test channel stores messages and never delivers them.
             return SmsStatus.PENDING, None, None
@@ -399,6 +417,10 @@ class FiboService:
 
 def _op(name: str) -> Operation:
     return OPERATIONS[name]
+
+
+def _instant(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
 @functools.cache
