@@ -318,10 +318,8 @@ class EmulatorApp:
 
     def _answer(self, op: Operation, value: str | int, protocol: str) -> Response:
         if isinstance(value, str) and len(value) > _KEPT_ANSWER_CHARS:
-            body = _answer_body(op, value, protocol, self._namespace)
-        else:
-            body = _kept_answer_body(op.name, value, protocol, self._namespace)
-        return _Answer(body, SOAP12 if protocol == "soap12" else XML)
+            return _Answer(_answer_body(op, value, protocol, self._namespace), protocol)
+        return _kept_answer(op.name, value, protocol, self._namespace)
 
     def _record(
         self,
@@ -477,7 +475,8 @@ class _Answer(Response):
     """A method's answer (200): the two headers Response writes, without init_headers' checks of
     headers that are not there."""
 
-    def __init__(self, body: bytes, media_type: str) -> None:
+    def __init__(self, body: bytes, protocol: str) -> None:
+        media_type = SOAP12 if protocol == "soap12" else XML
         self.status_code = 200
         self.media_type = media_type
         self.background = None
@@ -626,15 +625,16 @@ def _answer_body(op: Operation, value: str | int, protocol: str, namespace: str)
     return codec.encode_http_body(op, value, namespace)
 
 
-#: Answers up to this many characters are written once and kept (see _kept_answer_body).
+#: Answers up to this many characters are written once and kept (see _kept_answer).
 _KEPT_ANSWER_CHARS = 512
 
 
 @functools.lru_cache(maxsize=256)
-def _kept_answer_body(method: str, value: str | int, protocol: str, namespace: str) -> bytes:
-    # Every send answers with one of a handful of status documents: writing each once spares the
-    # escaping and the copy on every call. Long results (lists) are seldom asked twice.
-    return _answer_body(OPERATIONS[method], value, protocol, namespace)
+def _kept_answer(method: str, value: str | int, protocol: str, namespace: str) -> _Answer:
+    # Every send answers with one of a handful of status documents: each is written once, and its
+    # response made once, then sent to every call that has that answer (sending a Response reads
+    # it, never changes it). Long results (lists) are seldom asked twice.
+    return _Answer(_answer_body(OPERATIONS[method], value, protocol, namespace), protocol)
 
 
 def _dangerous(value: str) -> bool:
