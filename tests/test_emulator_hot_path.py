@@ -182,6 +182,46 @@ def test_groups_follow_the_turns_of_the_loop(app: EmulatorApp) -> None:
     assert len(app.service.store.outgoing()) == 4
 
 
+def test_calls_on_a_later_loop_form_their_own_group(app: EmulatorApp) -> None:
+    events: list[str] = []
+    count_commits(app, events)
+    for run in range(2):
+        answers = all_at_once(
+            app, [send_query(p, f"r{run}-{i}") for i, p in enumerate(PHONES)], events
+        )
+        assert [(status, code(body)) for status, body in answers] == [(200, 200)] * len(PHONES)
+    assert events == (["commit"] + ["answer"] * len(PHONES)) * 2
+
+
+def test_a_group_left_open_on_a_stopped_loop_holds_no_call_of_another(app: EmulatorApp) -> None:
+    events: list[str] = []
+    count_commits(app, events)
+    stale = asyncio.new_event_loop()
+    try:
+        waiting = stale.create_task(get(app, send_query(PHONES[0], "stale"), events))
+
+        async def until_grouped() -> None:
+            while app._group is None:
+                await asyncio.sleep(0)
+
+        stale.run_until_complete(until_grouped())
+        left = app._group
+        assert left is not None
+        assert not left.closed  # the loop stopped before the group ran
+
+        async def fresh() -> tuple[int, bytes]:
+            return await asyncio.wait_for(get(app, send_query(PHONES[1], "fresh"), events), 10)
+
+        status, body = asyncio.run(fresh())
+        assert (status, code(body)) == (200, 200)
+        assert events == ["commit", "answer"]
+        # The stale loop, run again, commits and answers its own call.
+        assert code(stale.run_until_complete(waiting)[1]) == 200
+    finally:
+        stale.close()
+    assert sorted(s.guid or "" for s in app.service.store.outgoing()) == ["fresh", "stale"]
+
+
 # --- the form reader ---------------------------------------------------------------------------
 
 # Pieces of forms as clients write them, and as they should not.

@@ -12,6 +12,7 @@ import functools
 import html
 import math
 import re
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -275,15 +276,23 @@ class EmulatorApp:
         transaction: the commit is SQLite's costly step, and one serves them all. Each call is
         still atomic on its own, and none is answered before the commit that stores it.
         """
-        loop = asyncio.get_running_loop()
         group = self._group
-        if group is None or group.closed or group.loop is not loop:
+        # A call joins the open group when it runs on the group's loop. A thread runs one loop at
+        # a time, so the group's thread and its loop still running say so: asyncio's
+        # get_running_loop() would cost every call a getpid() system call (its check for a fork).
+        if (
+            group is None
+            or group.closed
+            or group.thread != threading.get_ident()
+            or not group.loop.is_running()
+        ):
+            loop = asyncio.get_running_loop()
             group = self._group = _Group(loop)
             # The group runs two turns of the loop from now: the requests read in this turn and
             # in the next poll for I/O join it. With one turn, answers going out while others
             # come in split the connections into groups of half the size, and twice the commits.
             loop.call_soon(loop.call_soon, self._run_group, group)
-        future: asyncio.Future[str | int] = loop.create_future()
+        future: asyncio.Future[str | int] = group.loop.create_future()
         group.calls.append((op, params, protocol, future))
         return future
 
@@ -423,10 +432,11 @@ class EmulatorApp:
 class _Group:
     """Calls that share one store transaction: run and committed together by one loop callback."""
 
-    __slots__ = ("calls", "closed", "loop")
+    __slots__ = ("calls", "closed", "loop", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.thread = threading.get_ident()
         self.closed = False
         self.calls: list[
             tuple[Operation, Mapping[str, str | None], str, asyncio.Future[str | int]]
