@@ -458,13 +458,35 @@ def test_admin_advance_moves_delivery() -> None:
         assert [r.status for r in c.get_sms_status(["g-1"])] == [SmsStatus.SENT_SUCCESS]
 
 
-@pytest.mark.parametrize("seconds", ["abc", -5, None, [1], True])
+@pytest.mark.parametrize(
+    "seconds",
+    [
+        "abc",
+        -5,
+        None,
+        [1],
+        True,
+        # Past the year 9999 (and 10**400 past floats too).
+        1e300,
+        pytest.param(10**30, id="10**30"),
+        pytest.param(10**400, id="10**400"),
+    ],
+)
 def test_admin_advance_refuses_what_is_not_seconds(emu: Emulator, seconds: Any) -> None:
     status, answer = admin(emu, "POST", "/_emulator/advance", {"seconds": seconds})
     assert status == 400
     assert "seconds" in answer["error"]
     assert abs(emu.clock.now() - datetime.now(UTC)) < timedelta(seconds=5)  # not moved
     assert serves(emu)
+
+
+def test_the_clock_refuses_to_move_past_the_year_9999() -> None:
+    clock = Clock()
+    before = clock.now()
+    for seconds in (1e300, 10**30, (datetime(9999, 12, 31, tzinfo=UTC) - before).total_seconds()):
+        with pytest.raises(ValueError, match="past the year 9999"):
+            clock.advance(seconds)
+    assert clock.now() - before < timedelta(seconds=5)  # not moved
 
 
 def test_the_clock_reads_real_time_to_the_microsecond_and_moves_with_advance() -> None:
@@ -506,6 +528,7 @@ def test_admin_incoming_is_read_by_both_incoming_operations(emu: Emulator) -> No
         {"client_no": "CL0001", "message": "x"},  # no phone
         {"client_no": "CL0001", "phone": PHONE, "message": "x", "status": 99},
         {"client_no": "CL0001", "phone": PHONE, "message": "x", "service_type_id": None},
+        {"client_no": "CL0001", "phone": PHONE, "message": "x", "service_type_id": 10**30},
     ],
 )
 def test_admin_incoming_refuses_a_bad_sms(emu: Emulator, bad: dict[str, Any]) -> None:
@@ -553,6 +576,8 @@ def test_admin_balance_sets_a_balance(emu: Emulator) -> None:
         {"client_no": "CL0001", "service_type": 1, "balance": "many"},
         {"client_no": "CL0001", "service_type": 1, "balance": None},
         {"client_no": "CL0001", "service_type": 1},
+        {"client_no": "CL0001", "service_type": 10**30, "balance": 5},
+        {"client_no": "CL0001", "service_type": 1, "balance": 10**30},
     ],
 )
 def test_admin_balance_refuses_a_bad_balance(emu: Emulator, bad: dict[str, Any]) -> None:
@@ -561,6 +586,83 @@ def test_admin_balance_refuses_a_bad_balance(emu: Emulator, bad: dict[str, Any])
     assert status == 400
     assert answer["error"]
     assert emu.balance() == before
+
+
+# Numbers past SQLite's 64-bit INTEGER in each whole-number parameter (FIBO's WSDL types them
+# all as strings): answered as for a number that names nothing, never as a failed method.
+HUGE = ["9" * 25, "-" + "9" * 25]
+
+
+@pytest.mark.parametrize("huge", HUGE)
+@pytest.mark.parametrize("protocol", ["get", "soap11"])
+def test_a_service_type_past_any_number_is_a_wrong_service_type(
+    emu: Emulator, protocol: str, huge: str
+) -> None:
+    before = emu.balance()
+    bulk = "<DocumentElement><SMSLIST><PhoneNumber>%s</PhoneNumber><Message>x</Message>"
+    calls = {
+        "SendSMS": {**send_fields(emu), "serviceType": huge},
+        "SendMaskedSMS": {**send_fields(emu), "senderName": "FIBO", "serviceType": huge},
+        "SendBulkSMS": {
+            **account(emu),
+            "smsList": bulk % PHONE + "</SMSLIST></DocumentElement>",
+            "serviceType": huge,
+        },
+    }
+    for method, fields in calls.items():
+        answer = (
+            http_get(emu, method, fields) if protocol == "get" else soap_call(emu, method, fields)
+        )
+        assert inner(answer, method).code == 103, method  # type: ignore[union-attr]
+    fields = {**account(emu), "serviceType": huge}
+    answer = (
+        http_get(emu, "GetClientBalance", fields)
+        if protocol == "get"
+        else soap_call(emu, "GetClientBalance", fields)
+    )
+    assert inner(answer, "GetClientBalance") == -1
+    assert emu.received() == []
+    assert emu.balance() == before
+
+
+@pytest.mark.parametrize("huge", HUGE)
+def test_filters_and_pages_past_any_number_find_nothing(emu: Emulator, huge: str) -> None:
+    with make_client(emu, "get") as c:
+        c.send_sms(PHONE, "hello", guid="g-1")
+    emu.inject_incoming(PHONE, "hi")
+    days = {"fromDate": "01-01-2000", "toDate": "12-31-2099", "key": ""}
+    plain = {"pageNO": "1", "smsStatus": "", "serviceTypeID": ""}
+    assert (
+        len(
+            inner(
+                http_get(emu, "GetClientSMSListOfPage", {**account(emu), **days, **plain}),
+                "GetClientSMSListOfPage",
+            )
+        )
+        == 1
+    )  # type: ignore[arg-type]
+    for name in ("pageNO", "smsStatus", "serviceTypeID"):
+        fields = {**account(emu), **days, **plain, name: huge}
+        if name == "pageNO" and huge.startswith("-"):
+            continue  # a page below 1 is refused (code 202) whatever its size
+        answer = inner(http_get(emu, "GetClientSMSListOfPage", fields), "GetClientSMSListOfPage")
+        assert answer == [], name
+    for name in ("smsStatus", "serviceTypeID"):
+        fields = {**account(emu), **days, "smsStatus": "", "serviceTypeID": "", name: huge}
+        answer = inner(
+            http_get(emu, "GetClientCommingSMSNotDividePage", fields),
+            "GetClientCommingSMSNotDividePage",
+        )
+        assert answer.code == 301, name  # type: ignore[union-attr]
+
+
+def test_minutes_past_any_number_reach_back_to_the_first_sms(emu: Emulator) -> None:
+    with make_client(emu, "get") as c:
+        c.send_sms(PHONE, "hello", guid="g-1")
+    emu.inject_incoming(PHONE, "hi")
+    for method in ("GetSMSSentList", "GetCommingSMSList"):
+        answer = inner(http_get(emu, method, {**account(emu), "minutes": "9" * 25}), method)
+        assert len(answer) == 1, method  # type: ignore[arg-type]
 
 
 # --- ASMX at the edges -------------------------------------------------------------------------

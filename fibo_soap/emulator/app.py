@@ -377,16 +377,19 @@ class EmulatorApp:
 
     async def _advance(self, request: Request) -> Response:
         data = await _json(request)
-        seconds = data.get("seconds", 0)
-        # bool is an int to Python, never a number of seconds; NaN and infinities break the clock.
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or seconds < 0
-        ):
+        given = data.get("seconds", 0)
+        # bool is an int to Python, never a number of seconds; NaN and infinities break the clock,
+        # and JSON's integers have no bound (float() refuses one past floats).
+        try:
+            seconds = None if isinstance(given, bool) else float(given)
+        except (TypeError, ValueError, OverflowError):
+            seconds = None
+        if seconds is None or not math.isfinite(seconds) or seconds < 0:
             return JSONResponse({"error": "seconds must be a number ≥ 0"}, 400)
-        self.service.clock.advance(float(seconds))
+        try:
+            self.service.clock.advance(seconds)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
         changed = self.service.store.advance(self.service.clock.now())
         return JSONResponse({"now": self.service.clock.now().isoformat(), "changed": changed})
 
@@ -406,7 +409,7 @@ class EmulatorApp:
                 created=now,
                 sent=now,
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
             return JSONResponse({"error": f"bad incoming SMS: {exc}"}, 400)
         return JSONResponse({"id": new_id}, 201)
 
@@ -424,7 +427,7 @@ class EmulatorApp:
             self.service.store.set_balance(
                 str(data["client_no"]), int(data["service_type"]), int(data["balance"])
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
             return JSONResponse({"error": f"cannot set balance: {exc}"}, 400)
         return JSONResponse({"ok": True})
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from fibo_soap import codec, phone
-from fibo_soap.emulator.store import Outgoing, Store
+from fibo_soap.emulator.store import INTEGER_MAX, INTEGER_MIN, Outgoing, Store
 from fibo_soap.errors import (
     CODE_ACCEPTED,
     CODE_AUTH,
@@ -83,9 +83,24 @@ class Clock:
         return datetime.fromtimestamp(self.timestamp(), UTC)
 
     def advance(self, seconds: float) -> None:
-        """Move the clock forward, so that delivery and time windows move with it."""
+        """Move the clock forward, so that delivery and time windows move with it.
+
+        ValueError when that would take it past the year 9999, where datetimes end (every later
+        call would fail on the time it reads).
+        """
+        try:
+            step = timedelta(seconds=seconds) // timedelta(microseconds=1)
+        except OverflowError:
+            step = None
         with self._lock:
-            self._offset_us += timedelta(seconds=seconds) // timedelta(microseconds=1)
+            if step is None or self.timestamp() + step / 1_000_000 >= _LAST_INSTANT:
+                raise ValueError(f"advancing the clock by {seconds} seconds takes it past the year 9999")
+            self._offset_us += step
+
+
+#: The last instant the clock may reach: a year of delivery delays and time windows before the end
+#: of datetimes.
+_LAST_INSTANT = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
 
 
 def final_status(number: str) -> SmsStatus:
@@ -430,11 +445,18 @@ def _status(code: int) -> str:
 
 
 def _int(value: str | None) -> int | None:
+    """A whole number parameter (FIBO's WSDL types them all as strings), None when it is not one.
+
+    One beyond what the store's INTEGER holds is taken as its bound: a service type, status or
+    page that far is one that nothing has, as it would be; minutes that many reach back as far as
+    any.
+    """
     text = (value or "").strip()
     try:
-        return int(text)
+        number = int(text)
     except ValueError:
         return None
+    return max(INTEGER_MIN, min(number, INTEGER_MAX))
 
 
 def _document(shape: RequestDocument, value: str | None) -> list[tuple[str | None, ...]] | None:

@@ -159,6 +159,9 @@ _INSERT_SMS: Final = (
     f"INSERT INTO sms ({_SMS_COLUMNS})"  # noqa: S608 -- constant column list
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: The whole numbers SQLite's INTEGER holds: ids, statuses, service types, balances, offsets.
+INTEGER_MIN: Final = -(2**63)
+INTEGER_MAX: Final = 2**63 - 1
 #: Rows per INSERT of rows with their ids (see _insert_with_ids): 512 parameters, under the
 #: 999 of SQLite's oldest builds.
 _INSERT_CHUNK: Final = 32
@@ -693,7 +696,8 @@ class Store:
             "service_type_id": service_type_id,
             "key": key,
             "limit": PAGE_SIZE,
-            "offset": (page - 1) * PAGE_SIZE,
+            # A page past what SQLite can count is as empty as any page past the end.
+            "offset": min((page - 1) * PAGE_SIZE, INTEGER_MAX),
         }
         rows = self._query(
             f"SELECT {_SENT_COLUMNS} FROM sms {_FILTER}"  # noqa: S608 -- constant parts
