@@ -94,7 +94,9 @@ class Clock:
             step = None
         with self._lock:
             if step is None or self.timestamp() + step / 1_000_000 >= _LAST_INSTANT:
-                raise ValueError(f"advancing the clock by {seconds} seconds takes it past the year 9999")
+                raise ValueError(
+                    f"advancing the clock by {seconds} seconds takes it past the year 9999"
+                )
             self._offset_us += step
 
 
