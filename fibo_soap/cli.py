@@ -2416,7 +2416,8 @@ def emulator(
 ) -> None:
     """Run a local FIBO service (all four protocols) until interrupted."""
     try:
-        from fibo_soap.emulator import serve
+        from fibo_soap.emulator import Emulator, serve
+        from fibo_soap.emulator.server import announcement
     except ImportError as exc:
         raise ConfigError(
             f"the emulator needs its extra: pip install 'fibo-soap[emulator]' ({exc})"
@@ -2433,10 +2434,21 @@ def emulator(
             run.warn(warning)
     started = False
 
-    def announce(text: str) -> None:
+    def announce(emulator: Emulator) -> None:
         nonlocal started
         started = True
-        print(text, flush=True)
+        # Printed once it listens, and flushed: a script reads the endpoint and password from it.
+        run.emit(
+            {
+                "endpoint": emulator.endpoint,
+                "host": emulator.host,
+                "port": emulator.port,
+                "client_no": emulator.client_no,
+                "client_pass": emulator.client_pass,
+                "admin": emulator.admin,
+            },
+            lambda: print(announcement(emulator), flush=True),
+        )
 
     try:
         cast(Any, serve)(host=host, port=port, db=db, announce=announce, **options)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -1652,6 +1653,58 @@ def test_subprocess_emulator_on_port_0_shares_the_clients_password_file(
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_subprocess_emulator_json_is_one_document_a_script_can_use(
+    env: dict[str, str | None], tmp_path: Path
+) -> None:
+    server = _emulator_process(env, "--port", "0", "--json")
+    try:
+        assert server.stdout is not None
+        document = json.loads(server.stdout.readline())
+        assert set(document) == {"endpoint", "host", "port", "client_no", "client_pass", "admin"}
+        assert document["endpoint"] == f"http://127.0.0.1:{document['port']}/Service.asmx"
+        assert document["port"] > 0
+        client_env = env | {
+            "FIBO_ENDPOINT": document["endpoint"],
+            "FIBO_CLIENT_NO": document["client_no"],
+            "FIBO_CLIENT_PASS": document["client_pass"],
+        }
+        checked = _check_once_up(client_env)
+        assert checked.returncode == 0, checked.stderr
+        assert document["admin"] == f"http://127.0.0.1:{document['port']}/_emulator"
+        faults = f"{document['admin']}/faults"
+        with urllib.request.urlopen(faults, timeout=10) as answer:  # noqa: S310 -- loopback, above
+            assert json.loads(answer.read()) == []
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=10)
+    assert "Traceback" not in errors
+
+
+def test_subprocess_emulator_quiet_prints_nothing_and_serves(
+    env: dict[str, str | None], tmp_path: Path
+) -> None:
+    secret = tmp_path / "fibo-pass"
+    secret.write_text("quiet-secret-1\n", encoding="utf-8")
+    secret.chmod(0o600)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = _emulator_process(env, "--port", str(port), "--password-file", str(secret), "-q")
+    try:
+        client_env = env | {
+            "FIBO_ENDPOINT": f"http://127.0.0.1:{port}/Service.asmx",
+            "FIBO_CLIENT_NO": "CL0001",
+            "FIBO_CLIENT_PASS": None,
+            "FIBO_PASSWORD_FILE": str(secret),
+        }
+        checked = _check_once_up(client_env)
+        assert checked.returncode == 0, checked.stderr
+    finally:
+        server.terminate()
+        printed, _ = server.communicate(timeout=10)
+    assert printed == ""
 
 
 def test_emulator_on_a_db_of_another_password_is_a_configuration_error(

@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlencode
+from typing import Any, cast
+from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 from lxml import etree
@@ -478,6 +478,17 @@ def test_admin_advance_refuses_what_is_not_seconds(emu: Emulator, seconds: Any) 
     assert "seconds" in answer["error"]
     assert abs(emu.clock.now() - datetime.now(UTC)) < timedelta(seconds=5)  # not moved
     assert serves(emu)
+
+
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [("127.0.0.1", "http://127.0.0.1:8091"), ("::1", "http://[::1]:8091")],
+)
+def test_the_addresses_given_out_are_urls_for_either_family(host: str, origin: str) -> None:
+    emu = Emulator(cast(Any, None), host, 8091, "CL0001", "secret")
+    assert emu.endpoint == f"{origin}/Service.asmx"
+    assert emu.admin == f"{origin}/_emulator"
+    assert urlsplit(emu.endpoint).port == 8091
 
 
 def test_the_clock_refuses_to_move_past_the_year_9999() -> None:

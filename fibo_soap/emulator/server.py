@@ -11,7 +11,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -67,7 +67,19 @@ class Emulator:
     @property
     def endpoint(self) -> str:
         """The Service.asmx address to give a client."""
-        return f"http://{self.host}:{self.port}/Service.asmx"
+        return f"{self._origin}/Service.asmx"
+
+    @property
+    def admin(self) -> str:
+        """The admin API's address (``…/faults``, ``…/advance``, ``…/incoming``, ``…/messages``,
+        ``…/balance``)."""
+        return f"{self._origin}/_emulator"
+
+    @property
+    def _origin(self) -> str:
+        # An IPv6 address is bracketed in a URL.
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def store(self) -> Store:
@@ -442,10 +454,11 @@ def serve(
     client_pass: str | None = None,
     delivery_delay: float = 1.0,
     request_validation: bool = False,
-    announce: Any = print,
+    announce: Callable[[Emulator], object] | None = None,
 ) -> None:
     """Run the emulator in the foreground until interrupted, announcing the seeded account and
-    the port it listens on (the one the system chose when ``port`` is 0).
+    the port it listens on (the one the system chose when ``port`` is 0): ``announce`` gets the
+    :class:`Emulator` once it listens (by default, its :func:`announcement` is printed).
 
     OSError when it cannot listen there; ValueError as :func:`build` raises it. Both come before
     anything is announced.
@@ -466,12 +479,25 @@ def serve(
         raise
     try:
         emulator = Emulator(app, host, sock.getsockname()[1], client_no, password)
-        announce(f"FIBO emulator at {emulator.endpoint}")
-        announce(f"  FIBO_ENDPOINT={emulator.endpoint}")
-        announce(f"  FIBO_CLIENT_NO={client_no}")
-        announce(f"  FIBO_CLIENT_PASS={password}")
-        announce(f"  admin: http://{emulator.host}:{emulator.port}/_emulator/faults")
+        if announce is None:
+            print(announcement(emulator), flush=True)
+        else:
+            announce(emulator)
         uvicorn.Server(_config(app)).run(sockets=[sock])
     finally:
         sock.close()
         app.service.store.close()
+
+
+def announcement(emulator: Emulator) -> str:
+    """What :func:`serve` prints once it listens: its endpoint, the seeded account as the client's
+    environment variables, and the admin API."""
+    return "\n".join(
+        [
+            f"FIBO emulator at {emulator.endpoint}",
+            f"  FIBO_ENDPOINT={emulator.endpoint}",
+            f"  FIBO_CLIENT_NO={emulator.client_no}",
+            f"  FIBO_CLIENT_PASS={emulator.client_pass}",
+            f"  admin: {emulator.admin}/faults",
+        ]
+    )
