@@ -632,7 +632,7 @@ class Journal:
             " FROM message ORDER BY idx"
         )
         for idx, guid, phone, state, status, code, reason, attempts, updated in cursor:
-            name = None if status is None else _STATUS_NAMES.get(status, str(status))
+            name = None if status is None else _status_name(status)
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(updated))
             writer.writerow(
                 [idx + 1, guid, phone, state, status, name, code, reason, attempts, stamp]
@@ -641,20 +641,12 @@ class Journal:
         return count
 
 
-_STATUS_NAMES: Final = {
-    int(SmsStatus.PENDING): "Pending",
-    int(SmsStatus.SENDING): "Sending",
-    int(SmsStatus.SENT_SUCCESS): "SentSuccess",
-    int(SmsStatus.SENT_FAILED): "SentFailed",
-    int(SmsStatus.DELETED): "Deleted",
-    int(SmsStatus.TO_NUMBER_NOT_CORRECT): "ToNumberNotCorrect",
-    int(SmsStatus.CAN_NOT_SEND): "CanNotSend",
-    int(SmsStatus.OUT_OF_DATE): "OutOfDate",
-    int(SmsStatus.SEND_MT_FAILED): "SendMTFailed",
-    int(SmsStatus.OTHER): "Other",
-    int(SmsStatus.SPAM_SMS): "SpamSMS",
-    int(SmsStatus.RESTORE_TO_ACCOUNT_CLIENT): "RestoreToAccountClient",
-}
+def _status_name(status: int) -> str:
+    # FIBO's name for a status the journal holds; a number no SmsStatus has, as it is.
+    try:
+        return SmsStatus(status).fibo_name
+    except ValueError:
+        return str(status)
 
 
 def _campaign_uuid(campaign_id: str) -> uuid.UUID:
@@ -1175,8 +1167,7 @@ class ReconcileReport:
         return {
             "states": {s.value: n for s, n in self.states.items()},
             "statuses": {
-                ("unknown" if s is None else _STATUS_NAMES[int(s)]): n
-                for s, n in self.statuses.items()
+                ("unknown" if s is None else _status_name(s)): n for s, n in self.statuses.items()
             },
             "asked": self.asked,
             "absent": self.absent,

@@ -162,42 +162,6 @@ EXIT_CODES_HELP: Final = (
 )
 
 
-@functools.cache
-def _sms_status_names() -> Mapping[SmsStatus, str]:
-    """FIBO's own names for the sent statuses (FIBO-API.md), as tables show them."""
-    from fibo_soap.models import SmsStatus
-
-    return {
-        SmsStatus.PENDING: "Pending",
-        SmsStatus.SENDING: "Sending",
-        SmsStatus.SENT_SUCCESS: "SentSuccess",
-        SmsStatus.SENT_FAILED: "SentFailed",
-        SmsStatus.DELETED: "Deleted",
-        SmsStatus.TO_NUMBER_NOT_CORRECT: "ToNumberNotCorrect",
-        SmsStatus.CAN_NOT_SEND: "CanNotSend",
-        SmsStatus.OUT_OF_DATE: "OutOfDate",
-        SmsStatus.SEND_MT_FAILED: "SendMTFailed",
-        SmsStatus.OTHER: "Other",
-        SmsStatus.SPAM_SMS: "SpamSMS",
-        SmsStatus.RESTORE_TO_ACCOUNT_CLIENT: "RestoreToAccountClient",
-    }
-
-
-@functools.cache
-def _incoming_status_names() -> Mapping[IncomingStatus, str]:
-    """FIBO's own names for the incoming statuses (FIBO-API.md), as tables show them."""
-    from fibo_soap.models import IncomingStatus
-
-    return {
-        IncomingStatus.JUST_RECEIVED: "JustReceived",
-        IncomingStatus.PROCESSING: "Processing",
-        IncomingStatus.CONFIRMED: "Confirmed",
-        IncomingStatus.WRONG_SYNTAX: "WrongSyntax",
-        IncomingStatus.EXPIRED: "Expired",
-        IncomingStatus.NO_CLIENT_RESPONSE: "NoClientResponse",
-    }
-
-
 DEFAULT_CHUNK: Final = 500
 STATUS_CHUNK: Final = 500
 _TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
@@ -899,10 +863,8 @@ def _cell(value: object) -> str:
         # A status came in a row, so fibo_soap.models is loaded already: no import cost.
         from fibo_soap.models import IncomingStatus, SmsStatus
 
-        if isinstance(value, SmsStatus):
-            return _sms_status_names()[value]
-        if isinstance(value, IncomingStatus):
-            return _incoming_status_names()[value]
+        if isinstance(value, SmsStatus | IncomingStatus):
+            return value.fibo_name
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
@@ -913,7 +875,7 @@ def _one_line(text: str) -> str:
 
 
 def _status_name(status: SmsStatus | None) -> str | None:
-    return None if status is None else _sms_status_names()[status]
+    return None if status is None else status.fibo_name
 
 
 def _sent_doc(row: SentSms) -> dict[str, Any]:
@@ -935,7 +897,7 @@ def _incoming_doc(row: IncomingSms) -> dict[str, Any]:
         "phone": row.phone,
         "message": row.message,
         "status": None if row.status is None else int(row.status),
-        "status_name": None if row.status is None else _incoming_status_names()[row.status],
+        "status_name": None if row.status is None else row.status.fibo_name,
         "created": _iso(row.created),
         "sent": _iso(row.sent),
         "service_type_id": row.service_type_id,
@@ -996,29 +958,33 @@ def _read_text(value: str) -> str:
     return data.removesuffix("\n").removesuffix("\r") if data.endswith("\n") else data
 
 
-def _parse_status(value: str | None, names: Mapping[Any, str], kind: type[IntEnum]) -> int | None:
+def _parse_status(value: str | None, kind: type[SmsStatus | IncomingStatus]) -> int | None:
     """A status given by number or by name (``SentSuccess``, ``sent-success``, ``SENT_SUCCESS``)."""
     if value is None:
         return None
     wanted = value.strip().lower().replace("-", "").replace("_", "").replace(" ", "")
     if wanted.isdigit() and int(wanted) in {int(s) for s in kind}:
         return int(wanted)
-    for status, name in names.items():
-        if wanted in (name.lower(), status.name.lower().replace("_", "")):
+    for status in kind:
+        if wanted in (status.fibo_name.lower(), status.name.lower().replace("_", "")):
             return int(status)
-    choices = ", ".join(names.values())
+    choices = ", ".join(status.fibo_name for status in kind)
     raise typer.BadParameter(
         f"{value!r} is not a status: use a number or one of {choices}", param_hint="--status"
     )
 
 
 def _complete_sms_status(incomplete: str) -> list[str]:
-    names = _sms_status_names().values()
+    from fibo_soap.models import SmsStatus
+
+    names = [status.fibo_name for status in SmsStatus]
     return [n for n in names if n.lower().startswith(incomplete.lower())]
 
 
 def _complete_incoming_status(incomplete: str) -> list[str]:
-    names = _incoming_status_names().values()
+    from fibo_soap.models import IncomingStatus
+
+    names = [status.fibo_name for status in IncomingStatus]
     return [n for n in names if n.lower().startswith(incomplete.lower())]
 
 
@@ -1969,7 +1935,7 @@ def sent_page(
     """One page of sent messages, filtered (GetClientSMSListOfPage)."""
     from fibo_soap.models import SmsStatus
 
-    wanted = _parse_status(sms_status, _sms_status_names(), SmsStatus)
+    wanted = _parse_status(sms_status, SmsStatus)
     rows = run.client().get_sent_page(
         page,
         from_date=from_date.date() if from_date else None,
@@ -2037,7 +2003,7 @@ def incoming_range(
     """Messages received between two days, inclusive (GetClientCommingSMSNotDividePage)."""
     from fibo_soap.models import IncomingStatus
 
-    wanted = _parse_status(sms_status, _incoming_status_names(), IncomingStatus)
+    wanted = _parse_status(sms_status, IncomingStatus)
     first: date = from_date.date()
     last: date = to_date.date()
     rows = run.client().get_incoming(first, last, status=wanted, service_type=service_type, key=key)
@@ -3021,7 +2987,7 @@ def campaign_status(
             title="Journal",
         )
         statuses = [
-            ("(not looked up)" if s is None else _sms_status_names()[s], n)
+            ("(not looked up)" if s is None else s.fibo_name, n)
             for s, n in sorted(
                 report.statuses.items(), key=lambda kv: -1 if kv[0] is None else kv[0]
             )

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fibo_soap.client import FiboClient
-from fibo_soap.models import VN_TZ, Message, SmsStatus
+from fibo_soap.models import VN_TZ, IncomingStatus, Message, SmsStatus
 
 OTP_TEXT = "Mã OTP của bạn là 123456. Không chia sẻ mã này cho bất kỳ ai."
 PROTOCOLS = (("soap11", "SOAP 1.1"), ("get", "HTTP GET"))
@@ -91,16 +91,16 @@ class DemoRun:
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, SmsStatus):
-        return value.name
+    if isinstance(value, SmsStatus | IncomingStatus):
+        return value.fibo_name  # as FIBO and the other commands write it
     if isinstance(value, datetime):
         return value.astimezone(VN_TZ).strftime("%Y-%m-%d %H:%M:%S")
     return "" if value is None else str(value)
 
 
 def _json(value: Any) -> Any:
-    if isinstance(value, SmsStatus):
-        return value.name
+    if isinstance(value, SmsStatus | IncomingStatus):
+        return value.fibo_name
     if isinstance(value, datetime):
         return value.isoformat()
     return value

@@ -61,6 +61,11 @@ class SmsStatus(IntEnum):
         """True once the message will not change state any more."""
         return self not in (SmsStatus.PENDING, SmsStatus.SENDING)
 
+    @property
+    def fibo_name(self) -> str:
+        """FIBO's own name for the status, as its documents write it (``SentSuccess``)."""
+        return _SMS_STATUS_NAMES[self]
+
 
 class IncomingStatus(IntEnum):
     """State of an incoming SMS (``ClientCommingSMSStatus`` in the vendor document)."""
@@ -71,6 +76,35 @@ class IncomingStatus(IntEnum):
     WRONG_SYNTAX = 3
     EXPIRED = 4
     NO_CLIENT_RESPONSE = 5
+
+    @property
+    def fibo_name(self) -> str:
+        """FIBO's own name for the status, as its documents write it (``JustReceived``)."""
+        return _INCOMING_STATUS_NAMES[self]
+
+
+_SMS_STATUS_NAMES: dict[SmsStatus, str] = {
+    SmsStatus.PENDING: "Pending",
+    SmsStatus.SENDING: "Sending",
+    SmsStatus.SENT_SUCCESS: "SentSuccess",
+    SmsStatus.SENT_FAILED: "SentFailed",
+    SmsStatus.DELETED: "Deleted",
+    SmsStatus.TO_NUMBER_NOT_CORRECT: "ToNumberNotCorrect",
+    SmsStatus.CAN_NOT_SEND: "CanNotSend",
+    SmsStatus.OUT_OF_DATE: "OutOfDate",
+    SmsStatus.SEND_MT_FAILED: "SendMTFailed",
+    SmsStatus.OTHER: "Other",
+    SmsStatus.SPAM_SMS: "SpamSMS",
+    SmsStatus.RESTORE_TO_ACCOUNT_CLIENT: "RestoreToAccountClient",
+}
+_INCOMING_STATUS_NAMES: dict[IncomingStatus, str] = {
+    IncomingStatus.JUST_RECEIVED: "JustReceived",
+    IncomingStatus.PROCESSING: "Processing",
+    IncomingStatus.CONFIRMED: "Confirmed",
+    IncomingStatus.WRONG_SYNTAX: "WrongSyntax",
+    IncomingStatus.EXPIRED: "Expired",
+    IncomingStatus.NO_CLIENT_RESPONSE: "NoClientResponse",
+}
 
 
 @dataclass(frozen=True, slots=True)

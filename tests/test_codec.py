@@ -1936,3 +1936,16 @@ def test_decode_soap_request_refuses_what_parse_xml_refuses(body: bytes) -> None
     )
     with pytest.raises(ProtocolError):
         decode_soap_request(body)
+
+
+@pytest.mark.parametrize("kind", [SmsStatus, IncomingStatus])
+def test_every_status_has_fibos_name_spelled_as_its_own(
+    kind: type[SmsStatus | IncomingStatus],
+) -> None:
+    # FIBO writes SentSuccess, SendMTFailed, JustReceived: the member's words, run together.
+    names = [status.fibo_name for status in kind]
+    assert len(set(names)) == len(kind)
+    for status in kind:
+        assert status.fibo_name.lower() == status.name.replace("_", "").lower()
+        assert status.fibo_name[0].isupper()
+        assert "_" not in status.fibo_name

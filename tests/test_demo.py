@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 from fibo_soap import emulator
 from fibo_soap.cli import app
 from fibo_soap.demo import PROTOCOLS, run_demo
+from fibo_soap.models import SmsStatus
 from fibo_soap.operations import OPERATIONS
 
 STEPS = 9
@@ -44,9 +45,9 @@ def test_demo_walks_every_step_over_each_protocol() -> None:
         assert text.count(f"{step}. ") >= len(PROTOCOLS)
     # Delivery moved on: the ordinary message succeeded, the magic 0003 number failed, and the
     # free test channel never left Pending.
-    assert re.search(r"PENDING\s*│\s*SENT_SUCCESS", text)
-    assert re.search(r"PENDING\s*│\s*SENT_FAILED", text)
-    assert re.search(r"PENDING\s*│\s*PENDING", text)
+    assert re.search(r"Pending\s*│\s*SentSuccess", text)
+    assert re.search(r"Pending\s*│\s*SentFailed", text)
+    assert re.search(r"Pending\s*│\s*Pending", text)
     assert "rejected" in text
     assert "SenderName1" in text
     assert "Done." in text
@@ -87,6 +88,13 @@ def test_fibo_sms_demo_json_is_one_document_of_every_step(tmp_path: Path) -> Non
         assert set(walk["operations"]) >= set(OPERATIONS)
         senders = next(s for s in walk["steps"] if "Sender" in s["title"])
         assert [row["name"] for row in senders["rows"]] == ["FiboSMS", "SenderName1"]
+        # Statuses by FIBO's names, as the other commands' JSON writes them (status_name).
+        delivery = next(s for s in walk["steps"] if "Delivery" in s["title"])
+        assert {row["before"] for row in delivery["rows"]} == {SmsStatus.PENDING.fibo_name}
+        assert {row["after"] for row in delivery["rows"]} == {
+            status.fibo_name
+            for status in (SmsStatus.SENT_SUCCESS, SmsStatus.SENT_FAILED, SmsStatus.PENDING)
+        }
     assert document["stored"] > 0
     assert fibo_sms("--json", "demo", home=tmp_path).stdout.count("\n") == 1
 
