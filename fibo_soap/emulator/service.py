@@ -61,6 +61,8 @@ MESSAGES = {
 REFUSED_SUFFIX = "0101"
 
 _REFUSALS = {"zero_balance": CODE_ZERO_BALANCE, "over_balance": CODE_OVER_BALANCE}
+#: The free test channel's service type, as the number a send reads.
+_TEST_SERVICE_TYPE = int(TEST_SERVICE_TYPE)
 
 
 class Clock:
@@ -300,7 +302,7 @@ class FiboService:
         operation: str,
     ) -> int:
         now = self.clock.timestamp()
-        free = str(service_type) == TEST_SERVICE_TYPE
+        free = service_type == _TEST_SERVICE_TYPE
         if len(planned) == 1:
             # Every single send: the store takes the message's fields and timestamps, with no
             # Outgoing nor datetime made.

@@ -28,7 +28,7 @@ from datetime import date, datetime, time, timedelta
 from itertools import chain
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from fibo_soap import models
 from fibo_soap.operations import PAGE_SIZE
@@ -188,9 +188,11 @@ class Outgoing:
         _check_timeline(self.final_status, self.sending_at, self.final_at)
 
 
-@dataclass(frozen=True, slots=True)
-class SubmitResult:
-    """What submit() did: accepted with the new SMS ids in order, or refused whole and why."""
+class SubmitResult(NamedTuple):
+    """What submit() did: accepted with the new SMS ids in order, or refused whole and why.
+
+    A NamedTuple rather than a frozen dataclass: every send makes one, in a third of the time.
+    """
 
     accepted: bool
     reason: SubmitReason
