@@ -1154,13 +1154,18 @@ def test_wsdl_show_bundled(run: Runner) -> None:
     assert send["used_by_client"] is True
 
 
+def _secret_file(path: Path, text: str) -> Path:
+    """A password file as the CLI wants one: ``text``, readable by its owner only."""
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
 # --- configuration -------------------------------------------------------------------------------
 
 
 def test_password_file_and_client_no_flags(run: Runner, emu: Emulator, tmp_path: Path) -> None:
-    secret = tmp_path / "pass"
-    secret.write_text(emu.client_pass + "\n", encoding="utf-8")
-    secret.chmod(0o600)
+    secret = _secret_file(tmp_path / "pass", emu.client_pass + "\n")
     unset = {"FIBO_CLIENT_PASS": None, "FIBO_CLIENT_NO": None}
     result = run("check", "--client-no", emu.client_no, "--password-file", str(secret), env=unset)
     assert "Nguyen Van A" in result.stdout
@@ -1192,9 +1197,7 @@ def test_a_readable_password_file_draws_a_warning(
 
 
 def test_config_file_and_precedence(run: Runner, emu: Emulator, home: Path, tmp_path: Path) -> None:
-    secret = tmp_path / "pass"
-    secret.write_text(emu.client_pass, encoding="utf-8")
-    secret.chmod(0o600)
+    secret = _secret_file(tmp_path / "pass", emu.client_pass)
     config_dir = home / ".config" / "fibo-sms"
     config_dir.mkdir(parents=True)
     (config_dir / "config.toml").write_text(
@@ -1590,6 +1593,21 @@ def _check_once_up(client_env: Mapping[str, str | None]) -> subprocess.Completed
     return checked
 
 
+def _check_account(
+    env: dict[str, str | None], endpoint: str, client_no: str, client_pass: str
+) -> subprocess.CompletedProcess[str]:
+    """`fibo-sms check --json` with the account an emulator announced: it must pass."""
+    client_env = env | {
+        "FIBO_ENDPOINT": endpoint,
+        "FIBO_CLIENT_NO": client_no,
+        "FIBO_CLIENT_PASS": client_pass,
+    }
+    checked = _check_once_up(client_env)
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["name"] == "Nguyen Van A"
+    return checked
+
+
 def _emulator_process(env: dict[str, str | None], *args: str) -> subprocess.Popen[str]:
     """`fibo-sms emulator ARGS` in a process of its own, its output piped as text."""
     return subprocess.Popen(
@@ -1611,14 +1629,12 @@ def test_subprocess_emulator_command(env: dict[str, str | None], tmp_path: Path)
     try:
         announced = _announced(server)
         assert announced["FIBO_ENDPOINT"] == f"http://127.0.0.1:{port}/Service.asmx"
-        client_env = env | {
-            "FIBO_ENDPOINT": announced["FIBO_ENDPOINT"],
-            "FIBO_CLIENT_NO": announced["FIBO_CLIENT_NO"],
-            "FIBO_CLIENT_PASS": announced["FIBO_CLIENT_PASS"],
-        }
-        checked = _check_once_up(client_env)
-        assert checked.returncode == 0, checked.stderr
-        assert json.loads(checked.stdout)["name"] == "Nguyen Van A"
+        checked = _check_account(
+            env,
+            announced["FIBO_ENDPOINT"],
+            announced["FIBO_CLIENT_NO"],
+            announced["FIBO_CLIENT_PASS"],
+        )
         assert announced["FIBO_CLIENT_PASS"] not in checked.stdout + checked.stderr
     finally:
         server.terminate()
@@ -1630,9 +1646,7 @@ def test_subprocess_emulator_on_port_0_shares_the_clients_password_file(
 ) -> None:
     # README's session: one password file for the emulator and the client; a file may hold more
     # than the password after its first line.
-    secret = tmp_path / "fibo-pass"
-    secret.write_text("demo-secret-1\n# rotated 2026-11-01\n", encoding="utf-8")
-    secret.chmod(0o600)
+    secret = _secret_file(tmp_path / "fibo-pass", "demo-secret-1\n# rotated 2026-11-01\n")
     server = _emulator_process(
         env, "--port", "0", "--db", str(tmp_path / "emu.sqlite"), "--password-file", str(secret)
     )
@@ -1665,13 +1679,7 @@ def test_subprocess_emulator_json_is_one_document_a_script_can_use(
         assert set(document) == {"endpoint", "host", "port", "client_no", "client_pass", "admin"}
         assert document["endpoint"] == f"http://127.0.0.1:{document['port']}/Service.asmx"
         assert document["port"] > 0
-        client_env = env | {
-            "FIBO_ENDPOINT": document["endpoint"],
-            "FIBO_CLIENT_NO": document["client_no"],
-            "FIBO_CLIENT_PASS": document["client_pass"],
-        }
-        checked = _check_once_up(client_env)
-        assert checked.returncode == 0, checked.stderr
+        _check_account(env, document["endpoint"], document["client_no"], document["client_pass"])
         assert document["admin"] == f"http://127.0.0.1:{document['port']}/_emulator"
         faults = f"{document['admin']}/faults"
         with urllib.request.urlopen(faults, timeout=10) as answer:  # noqa: S310 -- loopback, above
@@ -1685,9 +1693,7 @@ def test_subprocess_emulator_json_is_one_document_a_script_can_use(
 def test_subprocess_emulator_quiet_prints_nothing_and_serves(
     env: dict[str, str | None], tmp_path: Path
 ) -> None:
-    secret = tmp_path / "fibo-pass"
-    secret.write_text("quiet-secret-1\n", encoding="utf-8")
-    secret.chmod(0o600)
+    secret = _secret_file(tmp_path / "fibo-pass", "quiet-secret-1\n")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
