@@ -462,6 +462,7 @@ def test_admin_advance_moves_delivery() -> None:
     "seconds",
     [
         "abc",
+        "5",  # a number, but written as text
         -5,
         None,
         [1],

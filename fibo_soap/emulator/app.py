@@ -8,6 +8,7 @@ in the project's codec.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import html
 import math
@@ -380,10 +381,10 @@ class EmulatorApp:
         given = data.get("seconds", 0)
         # bool is an int to Python, never a number of seconds; NaN and infinities break the clock,
         # and JSON's integers have no bound (float() refuses one past floats).
-        try:
-            seconds = None if isinstance(given, bool) else float(given)
-        except (TypeError, ValueError, OverflowError):
-            seconds = None
+        seconds: float | None = None
+        if isinstance(given, int | float) and not isinstance(given, bool):
+            with contextlib.suppress(OverflowError):
+                seconds = float(given)
         if seconds is None or not math.isfinite(seconds) or seconds < 0:
             return JSONResponse({"error": "seconds must be a number ≥ 0"}, 400)
         try:
