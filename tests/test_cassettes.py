@@ -15,7 +15,7 @@ import re
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import vcr as vcrpy
 import yaml
+from still_clock import StillClock
 from vcr.errors import CannotOverwriteExistingCassetteException
 
 from fibo_soap import (
@@ -43,7 +44,6 @@ from fibo_soap import (
     logs,
 )
 from fibo_soap.emulator import Emulator, run_emulator
-from fibo_soap.emulator.service import Clock
 from fibo_soap.errors import error_for_code
 from fibo_soap.models import VN_TZ, StatusDocument
 from fibo_soap.operations import OPERATIONS, operation
@@ -106,20 +106,6 @@ def _config() -> dict[str, Any]:
     return cassette_config(secrets=[RECORDING_PASSWORD], phones=True)
 
 
-class _StillClock(Clock):
-    """The emulator's clock, standing at one instant until a test moves it."""
-
-    def __init__(self, at: datetime) -> None:
-        super().__init__()
-        self._at = at
-
-    def timestamp(self) -> float:
-        return self._at.timestamp()
-
-    def advance(self, seconds: float) -> None:
-        self._at += timedelta(seconds=seconds)
-
-
 @dataclass
 class Wire:
     """Where the test's requests go: an emulator while recording, nowhere while replaying."""
@@ -156,7 +142,7 @@ def wire(record_mode: str) -> Iterator[Wire]:
     # The seeded account's sender names carry the real time; the recorded account is added once
     # the clock stands still, so that nothing in an answer depends on when it was recorded.
     with run_emulator(client_no="SEED0000", delivery_delay=0) as emulator:
-        emulator.app.service.clock = _StillClock(RECORDED_AT)
+        emulator.app.service.clock = StillClock(RECORDED_AT)
         emulator.add_account(CLIENT_NO, RECORDING_PASSWORD)
         yield Wire(emulator)
 

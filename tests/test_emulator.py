@@ -12,13 +12,14 @@ import inspect
 import math
 import threading
 from collections.abc import Iterator, Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from lxml import etree
+from still_clock import StillClock
 
 from fibo_soap import codec, wsdl
 from fibo_soap.client import FiboClient
@@ -536,6 +537,24 @@ def test_a_message_goes_pending_sending_sent_with_the_clock(protocol: str) -> No
         assert row.created is not None
         assert row.sent is not None
         assert row.sent - row.created == timedelta(seconds=delay)
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.7, 2.7, 4.0])
+def test_a_clock_moved_by_exactly_the_delay_finds_every_message_final(delay: float) -> None:
+    # A clock standing at an instant with microseconds, moved by exactly the delivery delay: a
+    # delivery instant computed a float step late would leave a message Sending.
+    with run_emulator(delivery_delay=delay) as emu, make_client(emu, "get") as c:
+        emu.app.service.clock = StillClock(datetime(2025, 6, 1, 8, 0, 0, 3, tzinfo=UTC))
+        guids = [f"g-{n}" for n in range(20)]
+        for guid in guids:
+            c.send_sms(PHONE_A, "one by one", guid=guid)
+        c.send_bulk_sms([(PHONE_A, "bulk"), (PHONE_B, "bulk")])
+        emu.advance(delay / 2)
+        assert {r.status for r in emu.received()} == {SmsStatus.SENDING}
+        emu.advance(delay / 2)
+        assert {r.status for r in emu.received()} == {SmsStatus.SENT_SUCCESS}
+        # The single sends and the bulk one keep the same timeline.
+        assert {r.sent - r.created for r in emu.received() if r.sent} == {timedelta(seconds=delay)}
 
 
 def test_a_message_with_no_delivery_delay_is_sent_at_once(client: FiboClient) -> None:

@@ -61,6 +61,7 @@ MESSAGES = {
 REFUSED_SUFFIX = "0101"
 
 _REFUSALS = {"zero_balance": CODE_ZERO_BALANCE, "over_balance": CODE_OVER_BALANCE}
+_MICROSECOND = timedelta(microseconds=1)
 #: The free test channel's service type, as the number a send reads.
 _TEST_SERVICE_TYPE = int(TEST_SERVICE_TYPE)
 
@@ -91,7 +92,7 @@ class Clock:
         call would fail on the time it reads).
         """
         try:
-            step = timedelta(seconds=seconds) // timedelta(microseconds=1)
+            step = timedelta(seconds=seconds) // _MICROSECOND
         except OverflowError:
             step = None
         with self._lock:
@@ -203,9 +204,11 @@ class FiboService:
     @delivery_delay.setter
     def delivery_delay(self, seconds: float) -> None:
         self._delivery_delay = seconds
-        # Every send adds these to its now, in seconds: sends count time in timestamps.
-        self._final_after = timedelta(seconds=seconds).total_seconds()
-        self._sending_after = self._final_after / 2
+        # Every send adds these to its now, in whole microseconds as datetimes count them (the
+        # Sending delay is half the final one, rounded as timedelta rounds it).
+        final = timedelta(seconds=seconds)
+        self._final_after_us = final // _MICROSECOND
+        self._sending_after_us = (final / 2) // _MICROSECOND
 
     def call(self, op: Operation, params: Mapping[str, str | None], protocol: str) -> str | int:
         """The result of one method call: the text (or int) inside ``<OpResult>``/``<string>``."""
@@ -359,7 +362,15 @@ class FiboService:
         if item.refused:
             # Bulk sends do not refuse numbers up front; such messages fail at once.
             return item.final, now, now
-        return item.final, now + self._sending_after, now + self._final_after
+        # Added in whole microseconds, then made a timestamp: the float nearest the instant, as
+        # the clock's own readings are. A float sum (now + 2.7) can land a step past it, and a
+        # clock moved by exactly the delay would then leave the message Sending.
+        now_us = round(now * 1_000_000)
+        return (
+            item.final,
+            (now_us + self._sending_after_us) / 1_000_000,
+            (now_us + self._final_after_us) / 1_000_000,
+        )
 
     # --- reads -----------------------------------------------------------------------------
 
