@@ -9,6 +9,7 @@ decided by the test, not by the scheduler: requests started in one turn of the l
 from __future__ import annotations
 
 import asyncio
+import gzip
 import sqlite3
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
@@ -21,8 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from fibo_soap import codec, wsdl
 from fibo_soap.emulator import app as emulator_app
@@ -60,8 +63,11 @@ def send_query(phone: str, guid: str) -> bytes:
     ).encode()
 
 
-async def get(app: EmulatorApp, query: bytes, events: list[str]) -> tuple[int, bytes]:
-    """One HTTP GET SendSMS through the ASGI app: its status and body."""
+async def get(
+    app: ASGIApp, query: bytes, events: list[str], headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[int, bytes]:
+    """One HTTP GET SendSMS through the ASGI app: its status and body (the answer's headers are
+    appended to ``headers`` when it is given)."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -72,7 +78,7 @@ async def get(app: EmulatorApp, query: bytes, events: list[str]) -> tuple[int, b
         "raw_path": b"/Service.asmx/SendSMS",
         "query_string": query,
         "root_path": "",
-        "headers": [(b"host", b"127.0.0.1")],
+        "headers": [(b"host", b"127.0.0.1"), *(headers or [])],
         "server": ("127.0.0.1", 80),
         "client": ("127.0.0.1", 50000),
     }
@@ -88,6 +94,8 @@ async def get(app: EmulatorApp, query: bytes, events: list[str]) -> tuple[int, b
 
     await app(scope, receive, send)
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    if headers is not None:
+        headers[:] = list(sent[0]["headers"])
     return sent[0]["status"], body
 
 
@@ -180,6 +188,27 @@ def test_groups_follow_the_turns_of_the_loop(app: EmulatorApp) -> None:
     asyncio.run(main())
     assert events == ["commit", "answer", "answer", "answer", "commit", "answer"]
     assert len(app.service.store.outgoing()) == 4
+
+
+def test_a_kept_answer_edited_by_a_middleware_is_whole_for_the_next_call(
+    app: EmulatorApp,
+) -> None:
+    # Every SendSMS that is accepted gets the same kept answer. Starlette's GZipMiddleware edits
+    # the headers of the answer it compresses in place; the next answer must not carry them.
+    wrapped = GZipMiddleware(app, minimum_size=10)
+    answers = []
+    for n, encoding in enumerate([b"gzip", b"identity", b"identity"]):
+        headers = [(b"accept-encoding", encoding)]
+        status, body = asyncio.run(get(wrapped, send_query(PHONES[n], f"g-{n}"), [], headers))
+        answers.append((status, dict(headers), body))
+    gzipped, *plain = answers
+    assert gzipped[1][b"content-encoding"] == b"gzip"
+    assert code(gzip.decompress(gzipped[2])) == 200
+    for status, headers, body in plain:
+        assert status == 200
+        assert b"content-encoding" not in headers
+        assert int(headers[b"content-length"]) == len(body)
+        assert code(body) == 200
 
 
 def test_calls_on_a_later_loop_form_their_own_group(app: EmulatorApp) -> None:

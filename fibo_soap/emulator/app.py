@@ -500,6 +500,13 @@ class _Answer(Response):
             (b"content-type", media_type.encode()),
         ]
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A kept answer is sent to every call that has it: each gets its own list of headers,
+        # which a middleware may edit in place (Starlette's GZipMiddleware does).
+        headers = list(self.raw_headers)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
 
 class _Truncated(Response):
     """An answer that declares its full length, sends half, and drops the connection."""
