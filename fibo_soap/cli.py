@@ -2398,9 +2398,18 @@ def emulator(
         )
         for warning in warnings:
             run.warn(warning)
+    if run.quiet:
+        # Quiet, the emulator says nothing, not even what a client needs to reach it.
+        hidden = []
+        if password_file is None and (db is None or not db.exists()):
+            hidden.append("the password it generates (give one with --password-file)")
+        if port == 0:
+            hidden.append("the port it takes (give one with --port)")
+        if hidden:
+            run.warn(f"--quiet hides {' and '.join(hidden)}")
     started = False
 
-    def announce(emulator: Emulator) -> None:
+    def listening(emulator: Emulator) -> None:
         nonlocal started
         started = True
         # Printed once it listens, and flushed: a script reads the endpoint and password from it.
@@ -2417,7 +2426,14 @@ def emulator(
         )
 
     try:
-        cast(Any, serve)(host=host, port=port, db=db, announce=announce, **options)
+        cast(Any, serve)(
+            host=host,
+            port=port,
+            db=db,
+            announce=lambda line: None,  # said by listening, as the output options want
+            listening=listening,
+            **options,
+        )
     except (ValueError, OSError) as exc:
         if started:
             raise

@@ -1709,8 +1709,23 @@ def test_subprocess_emulator_quiet_prints_nothing_and_serves(
         assert checked.returncode == 0, checked.stderr
     finally:
         server.terminate()
+        printed, errors = server.communicate(timeout=10)
+    assert printed == ""
+    assert "warning" not in errors  # the password and the port were given
+
+
+def test_subprocess_emulator_quiet_warns_of_what_it_hides(env: dict[str, str | None]) -> None:
+    server = _emulator_process(env, "--port", "0", "--quiet")
+    try:
+        assert server.stderr is not None
+        warning = server.stderr.readline()
+    finally:
+        server.terminate()
         printed, _ = server.communicate(timeout=10)
     assert printed == ""
+    assert warning.startswith("warning: --quiet hides")
+    assert "--password-file" in warning
+    assert "--port" in warning
 
 
 def test_emulator_on_a_db_of_another_password_is_a_configuration_error(

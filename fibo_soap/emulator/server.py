@@ -454,11 +454,14 @@ def serve(
     client_pass: str | None = None,
     delivery_delay: float = 1.0,
     request_validation: bool = False,
-    announce: Callable[[Emulator], object] | None = None,
+    announce: Callable[[str], object] = print,
+    listening: Callable[[Emulator], object] | None = None,
 ) -> None:
     """Run the emulator in the foreground until interrupted, announcing the seeded account and
-    the port it listens on (the one the system chose when ``port`` is 0): ``announce`` gets the
-    :class:`Emulator` once it listens (by default, its :func:`announcement` is printed).
+    the port it listens on (the one the system chose when ``port`` is 0).
+
+    Once it listens, ``announce`` gets each line of its :func:`announcement`, then ``listening``
+    (when given) the :class:`Emulator` itself.
 
     OSError when it cannot listen there; ValueError as :func:`build` raises it. Both come before
     anything is announced.
@@ -479,10 +482,10 @@ def serve(
         raise
     try:
         emulator = Emulator(app, host, sock.getsockname()[1], client_no, password)
-        if announce is None:
-            print(announcement(emulator), flush=True)
-        else:
-            announce(emulator)
+        for line in announcement(emulator).splitlines():
+            announce(line)
+        if listening is not None:
+            listening(emulator)
         uvicorn.Server(_config(app)).run(sockets=[sock])
     finally:
         sock.close()
