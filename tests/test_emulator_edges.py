@@ -492,13 +492,21 @@ def test_the_addresses_given_out_are_urls_for_either_family(host: str, origin: s
     assert urlsplit(emu.endpoint).port == 8091
 
 
-def test_the_clock_refuses_to_move_past_the_year_9999() -> None:
+def test_the_clock_refuses_to_leave_the_years_datetimes_can_name() -> None:
     clock = Clock()
     before = clock.now()
-    for seconds in (1e300, 10**30, (datetime(9999, 12, 31, tzinfo=UTC) - before).total_seconds()):
-        with pytest.raises(ValueError, match="past the year 9999"):
+    for seconds in (
+        1e300,
+        10**30,
+        -1e300,
+        (datetime(9999, 1, 1, 12, tzinfo=UTC) - before).total_seconds(),
+        (datetime(1, 6, 1, tzinfo=UTC) - before).total_seconds(),
+    ):
+        with pytest.raises(ValueError, match="out of the years 2 to 9998"):
             clock.advance(seconds)
     assert clock.now() - before < timedelta(seconds=5)  # not moved
+    clock.advance((datetime(9998, 6, 1, tzinfo=UTC) - clock.now()).total_seconds())
+    assert clock.now().year == 9998
 
 
 def test_the_clock_reads_real_time_to_the_microsecond_and_moves_with_advance() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import sqlite3
+import threading
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -220,6 +221,42 @@ def test_calls_on_a_later_loop_form_their_own_group(app: EmulatorApp) -> None:
         )
         assert [(status, code(body)) for status, body in answers] == [(200, 200)] * len(PHONES)
     assert events == (["commit"] + ["answer"] * len(PHONES)) * 2
+
+
+def test_a_call_joins_no_group_of_a_loop_running_in_another_thread(app: EmulatorApp) -> None:
+    # One app on two loops at once (two servers' threads): thread a opens a group and blocks
+    # while its loop runs; thread b's call must form a group of its own loop, not join a's.
+    op = OPERATIONS["SendSMS"]
+    opened, joined = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def params(guid: str) -> dict[str, str | None]:
+        return dict(parse_qsl(send_query(PHONES[0], guid).decode()))
+
+    async def first() -> None:
+        future = app._call(op, params("a"), "get")
+        opened.set()
+        joined.wait(10)  # the loop blocked, running: its group stays open meanwhile
+        results["a"] = await future
+
+    async def second() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, opened.wait, 10)
+        future = app._call(op, params("b"), "get")
+        results["b loop"] = future.get_loop() is asyncio.get_running_loop()
+        joined.set()
+        results["b"] = await asyncio.wait_for(future, 10)
+
+    threads = [threading.Thread(target=asyncio.run, args=(main(),)) for main in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results["b loop"] is True
+    for name in "ab":
+        answer = codec.decode_result(op, str(results[name]))
+        assert isinstance(answer, StatusDocument)
+        assert answer.code == 200
+    assert sorted(s.guid or "" for s in app.service.store.outgoing()) == ["a", "b"]
 
 
 def test_a_group_left_open_on_a_stopped_loop_holds_no_call_of_another(app: EmulatorApp) -> None:

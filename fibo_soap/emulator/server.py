@@ -161,7 +161,9 @@ class Emulator:
         )
 
     def advance(self, seconds: float) -> int:
-        """Move the clock (and so delivery) forward; how many messages changed state."""
+        """Move the clock (and so delivery) forward; how many messages changed state.
+
+        ValueError, the clock unmoved, when that takes it out of the years 2 to 9998."""
         self.clock.advance(seconds)
         return self.store.advance(self.clock.now())
 

@@ -88,23 +88,23 @@ class Clock:
     def advance(self, seconds: float) -> None:
         """Move the clock forward, so that delivery and time windows move with it.
 
-        ValueError when that would take it past the year 9999, where datetimes end (every later
-        call would fail on the time it reads).
+        ValueError when that would take it out of the years 2 to 9998, where datetimes and the
+        delays and windows counted from them fit (every later call would fail on the time).
         """
         try:
             step = timedelta(seconds=seconds) // _MICROSECOND
         except OverflowError:
             step = None
         with self._lock:
-            if step is None or self.timestamp() + step / 1_000_000 >= _LAST_INSTANT:
+            if step is None or not _FIRST_INSTANT <= self.timestamp() + step / 1e6 < _LAST_INSTANT:
                 raise ValueError(
-                    f"advancing the clock by {seconds} seconds takes it past the year 9999"
+                    f"advancing the clock by {seconds} seconds takes it out of the years 2 to 9998"
                 )
             self._offset_us += step
 
 
-#: The last instant the clock may reach: a year of delivery delays and time windows before the end
-#: of datetimes.
+#: The bounds of the clock: a year of delivery delays and time windows inside those of datetimes.
+_FIRST_INSTANT = datetime(2, 1, 1, tzinfo=UTC).timestamp()
 _LAST_INSTANT = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
 
 
