@@ -65,6 +65,14 @@ _MIN_LEARNED_SECRET = 6
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _PHONE = re.compile(r"\+?(\d{8,15})")
 _PHONE_IN_TEXT = re.compile(rf"(?<!\d){_PHONE.pattern}(?!\d)")
+# A number written in groups, as people write one in a message or a search key: 0909 128 628,
+# 0909-128-628, +84 909.128.628.
+_GROUPED_PHONE_IN_TEXT = re.compile(r"(?<![\d+])\+?\d{1,5}(?:[ .-]\d{1,5}){1,5}(?!\d)")
+# What may stand between two digits of a number as a request or answer spells it: a space, a
+# dot or a dash, and a space as a query or form encodes it.
+_BETWEEN_DIGITS = r"(?:[ .+-]|%20)?"
+# Before a number: no digit, unless it ends an escape (%20, a space; %09, a tab).
+_NUMBER_START = r"(?:(?<!\d)|(?<=%20)|(?<=%09))"
 _PHONE_ELEMENT = "phonenumber"
 _PHONE_PARAM = "phoneNumber"
 _FORM = "application/x-www-form-urlencoded"
@@ -323,23 +331,31 @@ def _phones_in_tree(root: etree._Element, *, free_text: bool = False) -> set[str
 
 
 def _phones_in_text(text: str) -> set[str]:
-    """The digits of the phone numbers free text holds: runs of 8 to 15 digits that
-    fibo_soap.phone takes for a mobile number (an amount or an order number is none)."""
+    """The digits of the phone numbers free text holds: 8 to 15 digits, in one run or in groups,
+    that fibo_soap.phone takes for a mobile number (an amount or an order number is none)."""
     from fibo_soap import phone
 
     found: set[str] = set()
-    for match in _PHONE_IN_TEXT.finditer(text):
+    written = [m.group() for m in _PHONE_IN_TEXT.finditer(text)]
+    written += [m.group() for m in _GROUPED_PHONE_IN_TEXT.finditer(text)]
+    for number in written:
+        digits = re.sub(r"\D", "", number)
+        if not 8 <= len(digits) <= 15:
+            continue
         try:
-            phone.normalize(match.group())
+            phone.normalize(number)
         except InvalidInputError:
             continue
-        found.add(match.group(1))
+        found.add(digits)
     return found
 
 
 def _mask_phones(text: str, phones: Iterable[str]) -> str:
+    """``text`` with each of ``phones`` (digits) masked, however it is spelled there: in one run,
+    or in groups (the masked form is one run)."""
     for digits in sorted(phones, key=len, reverse=True):
-        text = re.sub(rf"(?<!\d){digits}(?!\d)", mask_digits(digits), text)
+        spelled = _BETWEEN_DIGITS.join(digits)
+        text = re.sub(rf"{_NUMBER_START}{spelled}(?!\d)", mask_digits(digits), text)
     return text
 
 

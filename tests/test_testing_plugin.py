@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 import vcr
@@ -365,6 +365,39 @@ def test_phones_in_free_text_go_and_other_numbers_stay() -> None:
     assert answer["body"]["string"].decode() == f"<string>{mask_digits(PHONE)} {amount}</string>"
 
 
+@pytest.mark.parametrize(
+    "spelled",
+    [
+        "{a} {b} {c}",  # as people write one: 0909 128 628
+        "{a}-{b}-{c}",
+        "{a}.{b}.{c}",
+        "+84 {a1} {b} {c}",
+    ],
+)
+def test_a_phone_number_written_in_groups_is_masked_in_every_encoding(spelled: str) -> None:
+    a, b, c = PHONE[:4], PHONE[4:7], PHONE[7:]
+    written = spelled.format(a=a, a1=a[1:], b=b, c=c)
+    digits = re.sub(r"\D", "", written)
+    masked = ("+" if written.startswith("+") else "") + mask_digits(digits)  # a "+" stays
+    amount = "10 000 000"  # groups of digits that are no phone number
+    text = f"Goi {written}, so tien {amount}"
+    scrubber = CassetteScrubber(phones=True)
+    for query in (urlencode({"key": text}), urlencode({"key": text}, quote_via=quote)):
+        scrubbed = scrubber.request(_get("GetTotalPageOfClientSMS", f"clientNo=CL0001&{query}"))
+        assert parse_qs(urlsplit(scrubbed.uri).query)["key"] == [f"Goi {masked}, so tien {amount}"]
+    form = scrubber.request(
+        _form("SendSMS", urlencode({"phoneNumber": PHONE_2, "smsMessage": text}))
+    )
+    assert parse_qs(form.body.decode())["smsMessage"] == [f"Goi {masked}, so tien {amount}"]
+    soap = scrubber.request(_soap("SendSMS", [("phoneNumber", PHONE_2), ("smsMessage", text)]))
+    assert written not in soap.body.decode()
+    assert f"Goi {masked}, so tien {amount}" in soap.body.decode()
+    # The answers that echo it, spelled either way, lose it too.
+    for echoed, expected in ((written, masked), (digits, mask_digits(digits))):
+        answer = scrubber.response(_answer(f"<string>{echoed}</string>"))
+        assert answer["body"]["string"].decode() == f"<string>{expected}</string>"
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_phone_number_as_search_key_is_masked_and_replays(tmp_path: Path, protocol: str) -> None:
     recorder = vcr.VCR(cassette_library_dir=str(tmp_path))
@@ -407,6 +440,41 @@ def test_a_phone_number_as_search_key_is_masked_and_replays(tmp_path: Path, prot
         assert searches(client, PHONE) == recorded
         with pytest.raises(CannotOverwriteExistingCassetteException):
             client.get_total_pages(key=PHONE_2)  # another key is another request
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_grouped_phone_number_as_search_key_is_masked_and_replays(
+    tmp_path: Path, protocol: str
+) -> None:
+    recorder = vcr.VCR(cassette_library_dir=str(tmp_path))
+    register_matchers(recorder)
+    config = cassette_config(phones=True)
+    key = f"{PHONE[:4]} {PHONE[4:7]} {PHONE[7:]}"  # as people write one
+    with (
+        run_emulator(delivery_delay=0) as emu,
+        recorder.use_cassette("c.yaml", record_mode="once", **config),
+        emu.client(protocol=protocol, guid_factory=seeded_guids(3)) as client,
+    ):
+        client.send_sms(PHONE_2, f"Goi {key}")
+        recorded = [row.guid for row in client.get_sent_page(1, key=key)]
+    assert recorded, "the search found the message"
+    text = (tmp_path / "c.yaml").read_text("utf-8")
+    strings = [text, *(str(s) for s in _strings(yaml.safe_load(text)))]
+    for spelling in (PHONE, key, quote(key), key.replace(" ", "+")):
+        assert not any(spelling in s for s in strings), spelling
+    with (
+        recorder.use_cassette("c.yaml", record_mode="none", **config),
+        FiboClient(
+            "CL0001",
+            "pw",
+            endpoint=REPLAY_ENDPOINT,
+            protocol=protocol,
+            service_type=1,
+            guid_factory=seeded_guids(3),
+        ) as client,
+    ):
+        client.send_sms(PHONE_2, f"Goi {key}")
+        assert [row.guid for row in client.get_sent_page(1, key=key)] == recorded
 
 
 def test_answers_lose_the_secrets_seen_and_their_phones() -> None:
