@@ -398,10 +398,28 @@ def test_a_phone_number_written_in_groups_is_masked_in_every_encoding(spelled: s
         assert answer["body"]["string"].decode() == f"<string>{expected}</string>"
 
 
+def _recorder(folder: Path) -> vcr.VCR:
+    """A VCR.py recorder of cassettes in ``folder``, with the plugin's matchers."""
+    recorder = vcr.VCR(cassette_library_dir=str(folder))
+    register_matchers(recorder)
+    return recorder
+
+
+def _replaying(protocol: str, client_no: str = "CL0001", secret: str | None = None) -> FiboClient:
+    """A client of no real service, for a replay: any account, the GUIDs of the recording."""
+    return FiboClient(
+        client_no,
+        secret or "any password",
+        endpoint=REPLAY_ENDPOINT,
+        protocol=protocol,
+        service_type=1,
+        guid_factory=seeded_guids(3),
+    )
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_phone_number_as_search_key_is_masked_and_replays(tmp_path: Path, protocol: str) -> None:
-    recorder = vcr.VCR(cassette_library_dir=str(tmp_path))
-    register_matchers(recorder)
+    recorder = _recorder(tmp_path)
     config = cassette_config(phones=True)
 
     def searches(client: FiboClient, key: str) -> list[Any]:
@@ -427,14 +445,7 @@ def test_a_phone_number_as_search_key_is_masked_and_replays(tmp_path: Path, prot
 
     with (
         recorder.use_cassette("c.yaml", record_mode="none", **config),
-        FiboClient(
-            "CL0001",
-            "pw",
-            endpoint=REPLAY_ENDPOINT,
-            protocol=protocol,
-            service_type=1,
-            guid_factory=seeded_guids(3),
-        ) as client,
+        _replaying(protocol) as client,
     ):
         client.send_sms(PHONE, "hello")
         assert searches(client, PHONE) == recorded
@@ -446,8 +457,7 @@ def test_a_phone_number_as_search_key_is_masked_and_replays(tmp_path: Path, prot
 def test_a_grouped_phone_number_as_search_key_is_masked_and_replays(
     tmp_path: Path, protocol: str
 ) -> None:
-    recorder = vcr.VCR(cassette_library_dir=str(tmp_path))
-    register_matchers(recorder)
+    recorder = _recorder(tmp_path)
     config = cassette_config(phones=True)
     key = f"{PHONE[:4]} {PHONE[4:7]} {PHONE[7:]}"  # as people write one
     with (
@@ -464,14 +474,7 @@ def test_a_grouped_phone_number_as_search_key_is_masked_and_replays(
         assert not any(spelling in s for s in strings), spelling
     with (
         recorder.use_cassette("c.yaml", record_mode="none", **config),
-        FiboClient(
-            "CL0001",
-            "pw",
-            endpoint=REPLAY_ENDPOINT,
-            protocol=protocol,
-            service_type=1,
-            guid_factory=seeded_guids(3),
-        ) as client,
+        _replaying(protocol) as client,
     ):
         client.send_sms(PHONE_2, f"Goi {key}")
         assert [row.guid for row in client.get_sent_page(1, key=key)] == recorded
@@ -557,8 +560,7 @@ def _conversation(client: FiboClient) -> list[Any]:
 def test_a_cassette_keeps_no_secret_and_replays_for_another_account(
     tmp_path: Path, protocol: str
 ) -> None:
-    recorder = vcr.VCR(cassette_library_dir=str(tmp_path))
-    register_matchers(recorder)
+    recorder = _recorder(tmp_path)
     options = {"phones": True, "client_numbers": True}
     with run_emulator(client_no=CLIENT_NO, client_pass=TRICKY, delivery_delay=0) as emu:
         emu.inject_incoming(INCOMING, "FIBO DEMO")
@@ -575,14 +577,7 @@ def test_a_cassette_keeps_no_secret_and_replays_for_another_account(
 
     with (
         recorder.use_cassette("c.yaml", record_mode="none", **cassette_config(**options)),
-        FiboClient(
-            "CL7777",
-            "another password",
-            endpoint=REPLAY_ENDPOINT,
-            protocol=protocol,
-            service_type=1,
-            guid_factory=seeded_guids(3),
-        ) as client,
+        _replaying(protocol, "CL7777", "another password") as client,
     ):
         replayed = _conversation(client)
         with pytest.raises(CannotOverwriteExistingCassetteException):
@@ -602,8 +597,7 @@ def _as_request(recorded: dict[str, Any]) -> Request:
 
 
 def test_a_connection_kept_from_before_a_cassette_is_not_used_inside_it(tmp_path: Path) -> None:
-    recorder = vcr.VCR(cassette_library_dir=str(tmp_path))
-    register_matchers(recorder)
+    recorder = _recorder(tmp_path)
     guid = seeded_guids(5)()
     with run_emulator(delivery_delay=0) as emu, emu.client() as client:
         client.check_client()  # leaves a kept-alive connection in the client's pool
