@@ -504,7 +504,7 @@ class _Answer(Response):
         # A kept answer is sent to every call that has it: each gets its own list of headers,
         # which a middleware may edit in place (Starlette's GZipMiddleware does).
         headers = list(self.raw_headers)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 
 
