@@ -538,7 +538,7 @@ def result_or_error(submit: Any) -> SubmitResult | tuple[type[Exception], str]:
     charge=st.booleans(),
     batched=st.booleans(),
 )
-def test_submit_one_is_submit_of_one_outgoing(
+def test_submit_one_and_submit_stamped_are_submit_of_one_outgoing(
     tmp_path_factory: pytest.TempPathFactory,
     phone: str,
     message: str,
@@ -570,6 +570,7 @@ def test_submit_one_is_submit_of_one_outgoing(
     with (
         store_at(folder / "one.sqlite3", balance) as one,
         store_at(folder / "many.sqlite3", balance) as many,
+        store_at(folder / "stamped.sqlite3", balance) as listed,
     ):
         results = []
         for store, submit in (
@@ -583,15 +584,22 @@ def test_submit_one_is_submit_of_one_outgoing(
                 many,
                 lambda: many.submit("C1", service_type, [Outgoing(*fields)], now=NOW, **options),
             ),
+            (
+                listed,
+                lambda: listed.submit_stamped(
+                    "C1", service_type, [stamped], now_ts=NOW.timestamp(), **options
+                ),
+            ),
         ):
             if batched:
                 with store.batch():
                     results.append(result_or_error(submit))
             else:
                 results.append(result_or_error(submit))
-        assert results[0] == results[1]
-        assert one.balance("C1", 1) == many.balance("C1", 1)
+        assert results[0] == results[1] == results[2]
+        assert one.balance("C1", 1) == many.balance("C1", 1) == listed.balance("C1", 1)
     assert stored_rows(folder / "one.sqlite3") == stored_rows(folder / "many.sqlite3")
+    assert stored_rows(folder / "stamped.sqlite3") == stored_rows(folder / "many.sqlite3")
 
 
 # --- the balance a batch keeps -----------------------------------------------------------------

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from fibo_soap import codec, phone
-from fibo_soap.emulator.store import INTEGER_MAX, INTEGER_MIN, Outgoing, Store
+from fibo_soap.emulator.store import INTEGER_MAX, INTEGER_MIN, Store
 from fibo_soap.errors import (
     CODE_ACCEPTED,
     CODE_AUTH,
@@ -324,25 +324,14 @@ class FiboService:
                 charge=not free,
             )
         else:
-            messages = []
-            for item in planned:
-                final, sending_ts, final_ts = self._delivery(item, now, free)
-                messages.append(
-                    Outgoing(
-                        item.phone,
-                        item.message,
-                        item.guid,
-                        sender,
-                        final,
-                        _instant(sending_ts),
-                        _instant(final_ts),
-                    )
-                )
-            result = self.store.submit(
+            result = self.store.submit_stamped(
                 client_no,
                 service_type,
-                messages,
-                now=datetime.fromtimestamp(now, UTC),
+                [
+                    (item.phone, item.message, item.guid, sender, *self._delivery(item, now, free))
+                    for item in planned
+                ],
+                now_ts=now,
                 operation=operation,
                 protocol=protocol,
                 charge=not free,
@@ -447,10 +436,6 @@ class FiboService:
 
 def _op(name: str) -> Operation:
     return OPERATIONS[name]
-
-
-def _instant(timestamp: float | None) -> datetime | None:
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
 @functools.cache

@@ -21,7 +21,7 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -35,6 +35,7 @@ from fibo_soap.operations import PAGE_SIZE
 
 __all__ = [
     "Outgoing",
+    "StampedMessage",
     "Store",
     "StoredSms",
     "SubmitReason",
@@ -43,6 +44,11 @@ __all__ = [
 
 #: Why a submit was accepted or refused; the app maps each to a FIBO code (200, 102, 104, 103).
 SubmitReason = Literal["ok", "zero_balance", "over_balance", "no_service_type"]
+#: A message as submit_stamped takes it: phone, message, guid, sender_name, final_status,
+#: sending_ts, final_ts (the instants as POSIX timestamps, None for never).
+StampedMessage = tuple[
+    str, str, str | None, str | None, models.SmsStatus, float | None, float | None
+]
 
 _SCHEMA_VERSION: Final = 1
 
@@ -522,9 +528,8 @@ class Store:
         ``over_balance`` (more messages than the balance). Messages already due at ``now`` are
         stored in the state they have at ``now``.
         """
-        now_ts = _ts(now)
-        rows = [
-            _row(
+        stamped = [
+            (
                 m.phone,
                 m.message,
                 m.guid,
@@ -532,10 +537,42 @@ class Store:
                 m.final_status,
                 None if m.sending_at is None else m.sending_at.timestamp(),
                 None if m.final_at is None else m.final_at.timestamp(),
-                now_ts,
             )
             for m in messages
         ]
+        return self.submit_stamped(
+            client_no,
+            service_type_id,
+            stamped,
+            now_ts=_ts(now),
+            operation=operation,
+            protocol=protocol,
+            charge=charge,
+        )
+
+    def submit_stamped(
+        self,
+        client_no: str,
+        service_type_id: int,
+        messages: Iterable[StampedMessage],
+        *,
+        now_ts: float,
+        operation: str,
+        protocol: str,
+        charge: bool = True,
+    ) -> SubmitResult:
+        """``submit()`` of messages given as ``(phone, message, guid, sender_name, final_status,
+        sending_ts, final_ts)``, their instants and ``now_ts`` as POSIX timestamps.
+
+        The list sends' path: the same checks (ValueError for an impossible timeline), rows and
+        result, with no Outgoing nor datetime made for each message.
+        """
+        rows = []
+        for phone, message, guid, sender_name, final_status, sending_ts, final_ts in messages:
+            _check_order(final_status, sending_ts, final_ts)
+            rows.append(
+                _row(phone, message, guid, sender_name, final_status, sending_ts, final_ts, now_ts)
+            )
         return self._submit_rows((client_no, service_type_id), rows, charge, operation, protocol)
 
     def submit_one(
