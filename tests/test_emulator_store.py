@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fibo_soap.emulator import store as store_module
 from fibo_soap.emulator.store import Outgoing, Store, SubmitResult
 from fibo_soap.models import (
     VN_TZ,
@@ -113,6 +114,34 @@ def test_reopened_file_keeps_everything(tmp_path: Path) -> None:
         # Ids continue after the stored ones rather than restarting.
         later = send(second, [msg(3)])
         assert later.ids == (max(result.ids) + 1,)
+
+
+def _page_size(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def test_a_new_file_has_small_pages_and_an_older_one_keeps_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The page size only takes on a file that has none yet: it must come before WAL mode.
+    new = tmp_path / "new.sqlite3"
+    with Store(new) as store:
+        seed(store)
+    assert _page_size(new) == store_module._PAGE_BYTES < 4096
+
+    # A file made with SQLite's default pages (as before) opens as it is and stays usable.
+    older = tmp_path / "older.sqlite3"
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "_PAGE_BYTES", 4096)
+        with Store(older) as first:
+            seed(first)
+            send(first, [msg(1, guid="g1")])
+    with Store(older) as second:
+        assert second.balance("C1", HOSTING) == 99
+        assert [s.guid for s in second.statuses("C1", ["g1"])] == ["g1"]
+        assert send(second, [msg(2, guid="g2")]).accepted
+    assert _page_size(older) == 4096
 
 
 def test_store_from_a_newer_schema_is_refused(tmp_path: Path) -> None:

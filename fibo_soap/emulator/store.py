@@ -52,7 +52,12 @@ StampedMessage = tuple[
 
 _SCHEMA_VERSION: Final = 1
 
-#: WAL pages between automatic checkpoints: about 40 MB of WAL with 4 KB pages.
+#: The page size of a new database. Each send adds an entry to the GUID index at a random place
+#: (the GUIDs clients make are random), so each dirties a page of its own, which its commit
+#: writes to the WAL whole: with 1 KB pages, a quarter of SQLite's default. A database made with
+#: another page size keeps it.
+_PAGE_BYTES: Final = 1024
+#: WAL pages between automatic checkpoints: about 10 MB of WAL with 1 KB pages.
 _WAL_CHECKPOINT_PAGES: Final = 10_000
 
 # Outgoing rows carry their whole future (final_status, sending_at, final_at) from the start, and
@@ -268,6 +273,7 @@ class Store:
             self.path, isolation_level=None, check_same_thread=False, timeout=10.0
         )
         try:
+            self._conn.execute(f"PRAGMA page_size = {_PAGE_BYTES}")
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             # A checkpoint (SQLite's default: every 1000 pages of WAL) writes back every page the
