@@ -1,15 +1,19 @@
 """Emulator throughput: SendSMS over HTTP GET and SOAP 1.1 against a "hello" baseline.
 
-Every request goes to a different phone number (so no cache flatters the figure). Starts the
-emulator in its own process pinned to one core, drives it with wrk (keep-alive) pinned to
-the other, 127.0.0.1 only, each run bounded in time. Reports requests/s (median of several runs) and
-the ratio to the baseline, then checks that no request was lost: every completed SendSMS is stored
-exactly once and the balance went down by exactly that many.
+Every request goes to a different phone number (so no cache flatters the figure) with a random
+GUID, as FiboClient makes one (uuid4): each send then adds its GUID to the store's index at a
+random place, which costs more than GUIDs that count up (``--guids counter``, the figures this
+benchmark gave before). Starts the emulator in its own process pinned to one core, drives it
+with wrk (keep-alive) pinned to the other, 127.0.0.1 only, each run bounded in time. Reports
+requests/s (median of several runs) and the ratio to the baseline, then checks that no request
+was lost: every completed SendSMS is stored exactly once and the balance went down by exactly
+that many.
 
 Next to requests/s it reports the server's CPU time per request (from /proc, user + system): on a
 machine shared with other work the rate moves with the neighbours, the CPU cost much less.
 
     python -m bench.emulator_throughput [--runs 5] [--seconds 5] [--connections 16]
+                                        [--guids random|counter]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 from bench.common import CLIENT_NO, PASSWORD, ROOT
@@ -33,15 +38,17 @@ from bench.common import CLIENT_NO, PASSWORD, ROOT
 BALANCE = 1_000_000_000
 
 SOAP_LUA = """
+local kind = "soap"
 local counter = 0
 local thread_id = 0
 function setup(thread)
   thread:set("thread_id", thread_id)
   thread_id = thread_id + 1
 end
+GUID_FUNCTION
 request = function()
   counter = counter + 1
-  local guid = "soap-RUN-" .. thread_id .. "-" .. counter
+  local guid = NEW_GUID
   local body = '<?xml version="1.0" encoding="utf-8"?>'
     .. '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
     .. '<soap:Body><SendSMS xmlns="NAMESPACE">'
@@ -57,25 +64,46 @@ end
 """
 
 GET_LUA = """
+local kind = "get"
 local counter = 0
 local thread_id = 0
 function setup(thread)
   thread:set("thread_id", thread_id)
   thread_id = thread_id + 1
 end
+GUID_FUNCTION
 request = function()
   counter = counter + 1
   return wrk.format("GET", "/Service.asmx/SendSMS?clientNo=CL0001&clientPass=PASSWORD"
     .. "&phoneNumber=" .. string.format("090%06d9", counter % 1000000)
-    .. "&smsMessage=Ma+OTP+123456&smsGUID=get-RUN-" .. thread_id .. "-"
-    .. counter .. "&serviceType=1")
+    .. "&smsMessage=Ma+OTP+123456&smsGUID=" .. NEW_GUID .. "&serviceType=1")
 end
 """
 
 
-def lua_script(lua: str, namespace: str, run: str) -> str:
+# A version 4 UUID's shape from LuaJIT's generator (100 random bits), seeded from the script
+# and its run: each wrk process starts the generator afresh.
+RANDOM_GUID_LUA = """
+math.randomseed(SEED)
+local function random_guid()
+  return string.format("%08x-%04x-4%03x-%04x-%06x%06x", math.random(0, 4294967295),
+    math.random(0, 65535), math.random(0, 4095), math.random(32768, 49151),
+    math.random(0, 16777215), math.random(0, 16777215))
+end
+"""
+GUIDS = ("random", "counter")
+
+
+def lua_script(lua: str, namespace: str, run: str, guids: str = "random") -> str:
     """One of the wrk scripts above for the service's namespace; ``run`` keeps its GUIDs apart
-    from other runs'."""
+    from other runs'. ``guids``: random (as FiboClient makes them), or counting up."""
+    if guids == "random":
+        seed = zlib.crc32(f"{run}\n{lua}".encode())
+        lua = lua.replace("GUID_FUNCTION", RANDOM_GUID_LUA.replace("SEED", str(seed)))
+        lua = lua.replace("NEW_GUID", "random_guid()")
+    else:
+        lua = lua.replace("GUID_FUNCTION", "")
+        lua = lua.replace("NEW_GUID", 'kind .. "-RUN-" .. thread_id .. "-" .. counter')
     return lua.replace("NAMESPACE", namespace).replace("PASSWORD", PASSWORD).replace("RUN", run)
 
 
@@ -146,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--guids", choices=GUIDS, default="random")
     parser.add_argument("--json", type=Path, default=Path("bench/results-emulator.json"))
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
@@ -165,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             # Each run is a new wrk whose counters start again: the run number keeps GUIDs apart.
             for name, lua in (("soap", SOAP_LUA), ("get", GET_LUA)):
                 path = Path(tmp) / f"{name}-{run}.lua"
-                path.write_text(lua_script(lua, namespace, str(run)))
+                path.write_text(lua_script(lua, namespace, str(run), args.guids))
                 scripts[name, run] = path
         code = (
             "from bench.emulator_throughput import serve_for_bench;"
@@ -212,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": args.runs,
         "seconds": args.seconds,
         "connections": args.connections,
+        "guids": args.guids,
         "requests_per_second": medians,
         "all_runs": rates,
         "ratio_to_hello": {key: medians[key] / medians["hello"] for key in ("get", "soap11")},
@@ -228,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "failed_requests": failures,
         "balance_spent": BALANCE - (balance or 0),
     }
+    print(f"SendSMS with {args.guids} GUIDs, {args.connections} connections, {args.runs} runs")
     print(f"{'endpoint':<22}{'req/s (median)':>16}{'× hello':>10}{'CPU µs/req':>12}")
     for key, label in (
         ("hello", "hello (baseline)"),

@@ -12,7 +12,8 @@ Cases, each busy on its core the whole time:
 - ``rows``: FiboClient.get_sent_list of 1,000 rows over GET against the bench server (target 3
   at 1k rows);
 - ``hello`` and ``soap``: the emulator under wrk (16 keep-alive connections), the hello route and
-  SendSMS over SOAP 1.1 (the emulator's target of 0.5× hello).
+  SendSMS over SOAP 1.1 with random GUIDs, as ``bench.emulator_throughput`` sends them (the
+  emulator's target of 0.5× hello).
 
 What one send_sms spends on logs and validation (target 2) is not here. A call lasts about 100 µs
 and waits on its socket for half of it, and py-spy could not split that: blocking sampling put
