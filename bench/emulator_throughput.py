@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         db = Path(tmp) / "bench.sqlite"
         scripts: dict[tuple[str, int], Path] = {}
         for run in range(args.runs):
-            # Each run is a new wrk whose counters start again: the run number keeps GUIDs apart.
+            # Each run is a new wrk whose counters and random generator start again: the run
+            # number keeps GUIDs apart.
             for name, lua in (("soap", SOAP_LUA), ("get", GET_LUA)):
                 path = Path(tmp) / f"{name}-{run}.lua"
                 path.write_text(lua_script(lua, namespace, str(run), args.guids))
