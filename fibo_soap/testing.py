@@ -27,6 +27,7 @@ would take VCR.py's for them if first imported while a cassette is in use.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -335,19 +336,43 @@ def _phones_in_text(text: str) -> set[str]:
     that fibo_soap.phone takes for a mobile number (an amount or an order number is none)."""
     from fibo_soap import phone
 
-    found: set[str] = set()
-    written = [m.group() for m in _PHONE_IN_TEXT.finditer(text)]
-    written += [m.group() for m in _GROUPED_PHONE_IN_TEXT.finditer(text)]
-    for number in written:
-        digits = re.sub(r"\D", "", number)
-        if not 8 <= len(digits) <= 15:
-            continue
+    def valid(number: str) -> bool:
+        if not 8 <= len(re.sub(r"\D", "", number)) <= 15:
+            return False
         try:
             phone.normalize(number)
         except InvalidInputError:
-            continue
-        found.add(digits)
+            return False
+        return True
+
+    found = {m.group(1) for m in _PHONE_IN_TEXT.finditer(text) if valid(m.group())}
+    for match in _GROUPED_PHONE_IN_TEXT.finditer(text):
+        groups = re.findall(r"\+?\d+", match.group())
+        found.update(re.sub(r"\D", "", number) for number in _numbers_in_groups(groups, valid))
     return found
+
+
+def _numbers_in_groups(groups: list[str], valid: Callable[[str], bool]) -> list[str]:
+    """The numbers that runs of consecutive ``groups`` of digits spell, each ``valid``: the most
+    digits such numbers cover, a group left out where none takes it. Two numbers written one
+    after the other (``0909 128 628 0912 345 678``) are then two, not one invalid run of 20.
+    """
+
+    @functools.cache
+    def best(start: int) -> tuple[int, tuple[str, ...]]:
+        if start == len(groups):
+            return 0, ()
+        covered, numbers = best(start + 1)  # the group at start left out
+        for end in range(start + 1, len(groups) + 1):
+            number = " ".join(groups[start:end])
+            if valid(number):
+                rest, after = best(end)
+                digits = len(re.sub(r"\D", "", number)) + rest
+                if digits > covered:
+                    covered, numbers = digits, (number, *after)
+        return covered, numbers
+
+    return list(best(0)[1])
 
 
 def _mask_phones(text: str, phones: Iterable[str]) -> str:

@@ -398,6 +398,20 @@ def test_a_phone_number_written_in_groups_is_masked_in_every_encoding(spelled: s
         assert answer["body"]["string"].decode() == f"<string>{expected}</string>"
 
 
+def test_grouped_phone_numbers_side_by_side_are_each_masked() -> None:
+    def grouped(number: str) -> str:
+        return f"{number[:4]} {number[4:7]} {number[7:]}"
+
+    # Only spaces between the two, then a count: one run of groups, no number as a whole.
+    text = f"Goi {grouped(PHONE)} {grouped(PHONE_2)} 12 lan, so tien 10 000 000"
+    expected = f"Goi {mask_digits(PHONE)} {mask_digits(PHONE_2)} 12 lan, so tien 10 000 000"
+    scrubber = CassetteScrubber(phones=True)
+    scrubbed = scrubber.request(_get("GetTotalPageOfClientSMS", urlencode({"key": text})))
+    assert parse_qs(urlsplit(scrubbed.uri).query)["key"] == [expected]
+    soap = scrubber.request(_soap("SendSMS", [("phoneNumber", PHONE), ("smsMessage", text)]))
+    assert expected in soap.body.decode()
+
+
 def _recorder(folder: Path) -> vcr.VCR:
     """A VCR.py recorder of cassettes in ``folder``, with the plugin's matchers."""
     recorder = vcr.VCR(cassette_library_dir=str(folder))
