@@ -946,15 +946,15 @@ def _show_incoming(run: Run, rows: Sequence[IncomingSms], empty: str) -> None:
     )
 
 
-def _read_text(value: str) -> str:
+def _read_text(value: str, field: str = "text") -> str:
     """An argument's text; ``-`` reads stdin as send-bulk reads a file: UTF-8, a BOM dropped
-    (one final line end dropped too)."""
+    (one final line end dropped too). ``field`` names the argument in the error."""
     if value != "-":
         return value
     try:
         data = sys.stdin.buffer.read().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"stdin is not UTF-8 text: {exc.reason}", field="text") from None
+        raise InvalidInputError(f"stdin is not UTF-8 text: {exc.reason}", field=field) from None
     return data.removesuffix("\n").removesuffix("\r") if data.endswith("\n") else data
 
 
@@ -1811,7 +1811,7 @@ def _read_guids(values: Sequence[str]) -> list[str]:
     guids: list[str] = []
     for value in values:
         if value == "-":
-            guids += sys.stdin.read().split()
+            guids += _read_text(value, field="guids").split()
         else:
             guids.append(value)
     seen: dict[str, None] = dict.fromkeys(g.strip() for g in guids if g.strip())

@@ -805,6 +805,12 @@ def test_status(run: Runner, emu: Emulator) -> None:
     assert rows[failed]["status_name"] == "SentFailed"
     from_stdin = run.json("status", "-", input=f"{sent}\n{failed}\n")
     assert from_stdin["all_final"] is True
+    # Read as every other stdin: a BOM is no part of the first GUID, bad UTF-8 a typed error.
+    with_bom = run.json("status", "-", input=b"\xef\xbb\xbf" + f"{sent}\r\n{failed}".encode())
+    assert [row["guid"] for row in with_bom["statuses"]] == [sent, failed]
+    assert with_bom["unknown"] == []
+    refused = run("--json", "status", "-", input=b"\xff" + sent.encode(), code=5)
+    assert "stdin is not UTF-8" in error_doc(refused)["message"]
 
 
 def test_status_wait_polls_until_final(env: dict[str, str | None], tmp_path: Path) -> None:
