@@ -173,10 +173,13 @@ def test_guids_that_share_an_index_key_are_told_apart(store: Store) -> None:
     # CRC-32 gives these two the same value: the index finds both, the GUID picks one.
     first, second = "plumless", "buckeroo"
     assert zlib.crc32(first.encode()) == zlib.crc32(second.encode())
-    send(store, [msg(1, guid=first), msg(2, guid=second), msg(3, guid=second)])
+    ids = send(store, [msg(1, guid=first), msg(2, guid=second), msg(3, guid=second)]).ids
     assert [s.guid for s in store.statuses("C1", [first])] == [first]
     assert [s.guid for s in store.statuses("C1", [second, first])] == [second, second, first]
     assert store.statuses("C2", [first]) == []
+    assert [s.id for s in store.outgoing(guid=first)] == [ids[0]]
+    assert [s.id for s in store.outgoing(client_no="C1", guid=second)] == [ids[1], ids[2]]
+    assert store.outgoing(client_no="C2", guid=second) == []
 
 
 def test_a_guid_that_is_not_text_is_refused_before_anything_is_stored(store: Store) -> None:

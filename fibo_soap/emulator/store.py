@@ -793,11 +793,17 @@ class Store:
 
     def outgoing(self, *, client_no: str | None = None, guid: str | None = None) -> list[StoredSms]:
         """Every stored outgoing SMS, optionally of one account and/or one GUID, in id order."""
+        # A GUID is looked up through its index: a test may ask after each of its sends.
+        where = " WHERE" if guid is None else " INDEXED BY sms_guid_key WHERE guid_key = :key AND"
         rows = self._query(
-            f"SELECT {_STORED_COLUMNS} FROM sms"  # noqa: S608 -- constant column list
-            " WHERE (:client_no IS NULL OR client_no = :client_no)"
+            f"SELECT {_STORED_COLUMNS} FROM sms{where}"  # noqa: S608 -- constant parts
+            " (:client_no IS NULL OR client_no = :client_no)"
             " AND (:guid IS NULL OR guid = :guid) ORDER BY id",
-            {"client_no": client_no, "guid": guid},
+            {
+                "client_no": client_no,
+                "guid": guid,
+                "key": None if guid is None else _guid_key(guid),
+            },
         )
         return [
             StoredSms(
