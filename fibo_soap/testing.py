@@ -336,26 +336,28 @@ def _phones_in_text(text: str) -> set[str]:
     that fibo_soap.phone takes for a mobile number (an amount or an order number is none)."""
     from fibo_soap import phone
 
-    def valid(number: str) -> bool:
-        if not 8 <= len(re.sub(r"\D", "", number)) <= 15:
-            return False
+    def digits(number: str) -> str | None:
+        """The number's digits when it is one: 8 to 15 of them, a valid mobile number."""
+        found = re.sub(r"\D", "", number)
+        if not 8 <= len(found) <= 15:
+            return None
         try:
             phone.normalize(number)
         except InvalidInputError:
-            return False
-        return True
+            return None
+        return found
 
-    found = {m.group(1) for m in _PHONE_IN_TEXT.finditer(text) if valid(m.group())}
+    found = {m.group(1) for m in _PHONE_IN_TEXT.finditer(text) if digits(m.group())}
     for match in _GROUPED_PHONE_IN_TEXT.finditer(text):
-        groups = re.findall(r"\+?\d+", match.group())
-        found.update(re.sub(r"\D", "", number) for number in _numbers_in_groups(groups, valid))
+        found.update(_numbers_in_groups(re.findall(r"\+?\d+", match.group()), digits))
     return found
 
 
-def _numbers_in_groups(groups: list[str], valid: Callable[[str], bool]) -> list[str]:
-    """The numbers that runs of consecutive ``groups`` of digits spell, each ``valid``: the most
-    digits such numbers cover, a group left out where none takes it. Two numbers written one
-    after the other (``0909 128 628 0912 345 678``) are then two, not one invalid run of 20.
+def _numbers_in_groups(groups: list[str], digits: Callable[[str], str | None]) -> list[str]:
+    """The digits of the numbers that runs of consecutive ``groups`` spell (``digits`` says
+    which runs are numbers): the most digits such numbers cover, a group left out where none
+    takes it. Two numbers written one after the other (``0909 128 628 0912 345 678``) are then
+    two, not one invalid run of 20.
     """
 
     @functools.cache
@@ -364,12 +366,11 @@ def _numbers_in_groups(groups: list[str], valid: Callable[[str], bool]) -> list[
             return 0, ()
         covered, numbers = best(start + 1)  # the group at start left out
         for end in range(start + 1, len(groups) + 1):
-            number = " ".join(groups[start:end])
-            if valid(number):
+            number = digits(" ".join(groups[start:end]))
+            if number is not None:
                 rest, after = best(end)
-                digits = len(re.sub(r"\D", "", number)) + rest
-                if digits > covered:
-                    covered, numbers = digits, (number, *after)
+                if len(number) + rest > covered:
+                    covered, numbers = len(number) + rest, (number, *after)
         return covered, numbers
 
     return list(best(0)[1])
