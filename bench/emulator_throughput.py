@@ -19,6 +19,7 @@ machine shared with other work the rate moves with the neighbours, the CPU cost 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -31,6 +32,8 @@ import tempfile
 import time
 import urllib.request
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import CLIENT_NO, PASSWORD, ROOT
@@ -169,6 +172,100 @@ def wrk(url: str, script: Path | None, seconds: int, connections: int) -> tuple[
     return rate, total, failed
 
 
+#: What each run measures, interleaved, so that drift in the machine's state affects all alike.
+ENDPOINTS = ("hello", "get", "soap11")
+
+
+def write_scripts(directory: Path, runs: int, guids: str, tag: str = "") -> list[dict[str, Path]]:
+    """The wrk scripts of each run (``get`` and ``soap11``), written into ``directory``.
+
+    Each run is a new wrk whose counters and random generator start again: the run number (and
+    ``tag``) keeps GUIDs apart.
+    """
+    from fibo_soap.wsdl import wsdl_namespace
+
+    namespace = wsdl_namespace()
+    scripts = []
+    for run in range(runs):
+        paths = {}
+        for key, lua in (("soap11", SOAP_LUA), ("get", GET_LUA)):
+            path = directory / f"{tag}{key}-{run}.lua"
+            path.write_text(lua_script(lua, namespace, f"{tag}{run}", guids))
+            paths[key] = path
+        scripts.append(paths)
+    return scripts
+
+
+@contextlib.contextmanager
+def bench_server(code: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process running the Python ``code`` (which serves on ``port``), pinned to the
+    server's core, up and with the bench balance before the block runs; stopped after it."""
+    command = [sys.executable, "-c", code]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0", *command]
+    server = subprocess.Popen(command, cwd=ROOT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_up(f"{base}/_emulator/hello")
+        set_balance(base, BALANCE)
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@dataclass
+class Measured:
+    """What the runs against one server gave, per endpoint: requests/s and server CPU µs per
+    request, one figure per run; and the SendSMS completed and the requests failed, all runs."""
+
+    rates: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in ENDPOINTS})
+    cpu_us: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in ENDPOINTS})
+    sent: int = 0
+    failures: int = 0
+
+    def medians(self) -> dict[str, float]:
+        return {key: statistics.median(values) for key, values in self.rates.items()}
+
+    def cpu_medians(self) -> dict[str, float]:
+        return {key: statistics.median(values) for key, values in self.cpu_us.items() if values}
+
+    def ratios_per_run(self) -> dict[str, list[float]]:
+        """Each SendSMS rate over hello's in the same run: the three are seconds apart."""
+        return {
+            key: [r / h for r, h in zip(self.rates[key], self.rates["hello"], strict=True)]
+            for key in ENDPOINTS[1:]
+        }
+
+
+def measure(
+    server: subprocess.Popen[bytes],
+    port: int,
+    scripts: list[dict[str, Path]],
+    seconds: int,
+    connections: int,
+) -> Measured:
+    """wrk against the server's hello route and its SendSMS, interleaved, one run per scripts."""
+    base = f"http://127.0.0.1:{port}"
+    measured = Measured()
+    for run_scripts in scripts:
+        for key in ENDPOINTS:
+            if key == "hello":
+                url, script = f"{base}/_emulator/hello", None
+            else:
+                url, script = base, run_scripts[key]
+            before = cpu_seconds(server.pid)
+            rate, total, failed = wrk(url, script, seconds, connections)
+            after = cpu_seconds(server.pid)
+            measured.rates[key].append(rate)
+            if before is not None and after is not None and total:
+                measured.cpu_us[key].append((after - before) / total * 1e6)
+            measured.failures += failed
+            if key != "hello":
+                measured.sent += total
+    return measured
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -182,62 +279,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from fibo_soap.emulator.store import Store
-    from fibo_soap.wsdl import wsdl_namespace
 
-    namespace = wsdl_namespace()
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.sqlite"
-        scripts: dict[tuple[str, int], Path] = {}
-        for run in range(args.runs):
-            # Each run is a new wrk whose counters and random generator start again: the run
-            # number keeps GUIDs apart.
-            for name, lua in (("soap", SOAP_LUA), ("get", GET_LUA)):
-                path = Path(tmp) / f"{name}-{run}.lua"
-                path.write_text(lua_script(lua, namespace, str(run), args.guids))
-                scripts[name, run] = path
+        scripts = write_scripts(Path(tmp), args.runs, args.guids)
         code = (
             "from bench.emulator_throughput import serve_for_bench;"
             f"serve_for_bench({port}, {str(db)!r})"
         )
-        server_cmd = [sys.executable, "-c", code]
-        if shutil.which("taskset"):
-            server_cmd = ["taskset", "-c", "0", *server_cmd]
-        server = subprocess.Popen(server_cmd, cwd=ROOT)
-        try:
-            wait_up(f"{base}/_emulator/hello")
-            set_balance(base, BALANCE)
-            rates: dict[str, list[float]] = {"hello": [], "get": [], "soap11": []}
-            cpu_us: dict[str, list[float]] = {"hello": [], "get": [], "soap11": []}
-            sent = 0
-            failures = 0
-            for run in range(args.runs):
-                # Interleaved, so drift in the machine's state affects all three alike.
-                for key, url, script in (
-                    ("hello", f"{base}/_emulator/hello", None),
-                    ("get", base, scripts["get", run]),
-                    ("soap11", base, scripts["soap", run]),
-                ):
-                    before = cpu_seconds(server.pid)
-                    rate, total, failed = wrk(url, script, args.seconds, args.connections)
-                    after = cpu_seconds(server.pid)
-                    rates[key].append(rate)
-                    if before is not None and after is not None and total:
-                        cpu_us[key].append((after - before) / total * 1e6)
-                    failures += failed
-                    if key != "hello":
-                        sent += total
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+        with bench_server(code, port) as server:
+            measured = measure(server, port, scripts, args.seconds, args.connections)
         with Store(db) as store:
             counts = store.count_by_guid("CL0001")
             balance = store.balance("CL0001", 1)
+    rates, sent, failures = measured.rates, measured.sent, measured.failures
     stored = sum(counts.values())
     doubled = sum(1 for n in counts.values() if n > 1)
-    medians = {key: statistics.median(values) for key, values in rates.items()}
-    cpu = {key: statistics.median(values) for key, values in cpu_us.items() if values}
+    medians = measured.medians()
+    cpu = measured.cpu_medians()
     report = {
         "runs": args.runs,
         "seconds": args.seconds,
@@ -246,13 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         "requests_per_second": medians,
         "all_runs": rates,
         "ratio_to_hello": {key: medians[key] / medians["hello"] for key in ("get", "soap11")},
-        # Ratios within each run: the three measurements of a run are seconds apart.
-        "ratio_to_hello_per_run": {
-            key: [r / h for r, h in zip(rates[key], rates["hello"], strict=True)]
-            for key in ("get", "soap11")
-        },
+        "ratio_to_hello_per_run": measured.ratios_per_run(),
         "server_cpu_us_per_request": cpu,
-        "server_cpu_us_all_runs": cpu_us,
+        "server_cpu_us_all_runs": measured.cpu_us,
         "sendsms_completed": sent,
         "stored": stored,
         "doubled_guids": doubled,
