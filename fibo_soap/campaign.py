@@ -2020,11 +2020,7 @@ class CsvSource:
                 # More cells than the header is most often a comma in an unquoted text: the
                 # header's cells alone would send that text cut at the comma.
                 if len(record) < width or any(cell.strip() for cell in record[width:]):
-                    fix = ": quote a text that holds a comma" if len(record) > width else ""
-                    yield Refusal(
-                        number,
-                        f"line {reader.line_num}: {len(record)} cells, the header has {width}{fix}",
-                    )
+                    yield Refusal(number, cells_unlike_header(reader.line_num, len(record), width))
                     continue
                 if not number:
                     yield Refusal(number, f"line {reader.line_num}: no phone number")
@@ -2099,6 +2095,14 @@ def _csv_reader(handle: TextIO, delimiter: str) -> CsvReader:
     the file, and a closing quote with more after it in its cell is an error, where a lenient
     reader would make one message of several rows."""
     return csv.reader(handle, delimiter=delimiter, strict=True)
+
+
+def cells_unlike_header(line: int, cells: int, width: int) -> str:
+    """Why a CSV row of ``cells`` cells is refused under a header of ``width``: the words of
+    campaign files and of send-bulk files alike. More cells than the header is most often a
+    comma in an unquoted text, and the reason says how to mend it."""
+    fix = ": quote a text that holds a comma" if cells > width else ""
+    return f"line {line}: {cells} cell{'' if cells == 1 else 's'}, the header has {width}{fix}"
 
 
 @contextlib.contextmanager

@@ -1420,6 +1420,8 @@ def _detect_format(path: str, head: str) -> FileFormat:
 def _csv_rows(handle: TextIO) -> Iterator[_Row | _BadRow]:
     import csv
 
+    from fibo_soap.campaign import cells_unlike_header
+
     reader = csv.reader(handle)
     columns: tuple[int, int, int | None] | None = None
     width = 0
@@ -1453,11 +1455,9 @@ def _csv_rows(handle: TextIO) -> Iterator[_Row | _BadRow]:
         # More cells than the header is most often a comma in an unquoted text: taking the
         # header's cells would send the text cut at that comma.
         if max(phone_at, text_at, guid_at or 0) >= len(record) or any(cells[width:]):
-            found = f"{len(record)} cell{'s' if len(record) != 1 else ''}"
-            fix = ": quote a text that holds a comma" if len(record) > width else ""
             yield _BadRow(
                 line,
-                f"line {line}: {found}, the header has {width}{fix}",
+                cells_unlike_header(line, len(record), width),
                 cells[phone_at] if phone_at < len(record) else None,
             )
             continue

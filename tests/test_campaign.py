@@ -756,12 +756,15 @@ def test_a_row_with_more_cells_than_the_header_is_refused_not_cut(tmp_path: Path
     rows = _csv_rows(6)
     rows[2] = f"{phone(2)},Hello, your code is 1234\n"
     rows[4] = f"{phone(4)},hi 4,\n"
+    # And one cell fewer: a row without its text.
+    rows[5] = f"{phone(5)}\n"
     got = list(CsvSource.open(_write_rows(tmp_path / "c.csv", rows)).messages())
     refused = [m for m in got if isinstance(m, Refusal)]
-    assert [r.phone for r in refused] == [phone(2)]
+    assert [r.phone for r in refused] == [phone(2), phone(5)]
     assert refused[0].reason == "line 4: 3 cells, the header has 2: quote a text that holds a comma"
+    assert refused[1].reason == "line 7: 1 cell, the header has 2"
     assert [m for m in got if not isinstance(m, Refusal)] == [
-        Message(phone(i), f"hi {i}") for i in range(6) if i != 2
+        Message(phone(i), f"hi {i}") for i in range(6) if i not in (2, 5)
     ]
 
 
