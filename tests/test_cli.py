@@ -6,6 +6,7 @@ code, the password never printed, and a 10,000-line bulk send with its progress 
 from __future__ import annotations
 
 import csv
+import http.client
 import json
 import os
 import random
@@ -1694,6 +1695,24 @@ def test_subprocess_emulator_json_is_one_document_a_script_can_use(
         server.terminate()
         _, errors = server.communicate(timeout=10)
     assert "Traceback" not in errors
+
+
+def test_subprocess_emulator_takes_a_connection_the_moment_it_announces(
+    env: dict[str, str | None],
+) -> None:
+    # A script reads the address and connects at once: no retry loop may be needed.
+    for _ in range(3):
+        server = _emulator_process(env, "--port", "0", "--json")
+        try:
+            assert server.stdout is not None
+            document = json.loads(server.stdout.readline())
+            connection = http.client.HTTPConnection(document["host"], document["port"], timeout=10)
+            connection.request("GET", "/Service.asmx/About")
+            assert connection.getresponse().status == 200
+            connection.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
 
 
 def test_subprocess_emulator_quiet_prints_nothing_and_serves(

@@ -389,8 +389,18 @@ def _config(app: EmulatorApp, **options: Any) -> uvicorn.Config:
     )
 
 
+#: The listening socket's backlog: uvicorn's default, which it sets again when it serves.
+_BACKLOG = 2048
+
+
 def _bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host`` and ``port`` (0: any free one; ``getsockname`` says which)."""
+    """A TCP socket listening on ``host`` and ``port`` (0: any free one; ``getsockname`` says
+    which).
+
+    It listens from here on, before uvicorn serves it: a client that connects the moment the
+    address is announced waits in the backlog until uvicorn accepts, where a socket only bound
+    would refuse it.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP given explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
     # and without it every answer waits 40 ms for the client's delayed ACK.
@@ -398,6 +408,7 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(_BACKLOG)
     except OSError:
         sock.close()
         raise
