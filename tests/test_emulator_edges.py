@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -27,7 +28,7 @@ from lxml import etree
 
 from fibo_soap import codec, wsdl
 from fibo_soap.client import FiboClient
-from fibo_soap.emulator import Emulator, FaultKind, run_emulator
+from fibo_soap.emulator import Emulator, Fault, FaultKind, run_emulator
 from fibo_soap.emulator.service import Clock
 from fibo_soap.errors import (
     AmbiguousSendError,
@@ -406,6 +407,50 @@ def test_a_fault_that_could_never_fire_is_refused(emu: Emulator, option: str, va
     assert answer.status == 400
     assert option in json.loads(answer.body)["error"]
     assert emu.faults.rules() == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "fields"),
+    [
+        ("close_after", {"kind": "close_after"}),
+        (
+            "close_after,method=SendSMS,protocol=soap11,times=1",
+            {"kind": "close_after", "method": "SendSMS", "protocol": "soap11", "times": 1},
+        ),
+        ("latency,seconds=2.5", {"kind": "latency", "seconds": 2.5}),
+        (" http_500 , times = always , method = About ", {"kind": "http_500", "method": "About"}),
+        ("truncate,seconds=0,times=3", {"kind": "truncate", "times": 3}),
+    ],
+)
+def test_a_fault_spec_is_the_rule_the_admin_api_takes(spec: str, fields: dict[str, Any]) -> None:
+    rule = Fault.from_spec(spec)
+    assert rule == Fault.from_dict(fields)
+    # What it writes back reads as the same rule, defaults left out.
+    assert Fault.from_spec(rule.spec()) == rule
+    assert len(rule.spec().split(",")) == len(fields)
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ("explode", "kind must be one of"),
+        ("", "kind must be one of"),
+        ("latency,seconds", "'seconds' is not one of"),
+        ("latency,colour=red", "'colour=red' is not one of"),
+        ("latency,times=1,times=2", "at most once"),
+        ("latency,kind=http_500", "at most once"),
+        ("latency,times=0", "times must be a whole number"),
+        ("latency,times=1.5", "times must be a whole number"),
+        ("latency,seconds=soon", "seconds must be a number, not 'soon'"),
+        ("latency,seconds=nan", "seconds must be between"),
+        ("latency,seconds=301", "seconds must be between"),
+        ("http_500,method=SendSms", "method must be"),
+        ("http_500,protocol=GET", "protocol must be"),
+    ],
+)
+def test_a_fault_spec_that_is_no_rule_is_refused_naming_why(spec: str, named: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        Fault.from_spec(spec)
 
 
 # --- the admin API -----------------------------------------------------------------------------

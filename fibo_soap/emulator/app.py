@@ -366,14 +366,7 @@ class EmulatorApp:
                 rule = Fault.from_dict(data)
             except (ValueError, TypeError) as exc:
                 return JSONResponse({"error": str(exc)}, 400)
-            added = self.faults.add(
-                rule.kind,
-                method=rule.method,
-                protocol=rule.protocol,
-                times=rule.times,
-                seconds=rule.seconds,
-            )
-            return JSONResponse(added.to_dict(), 201)
+            return JSONResponse(self.faults.insert(rule).to_dict(), 201)
         return JSONResponse([rule.to_dict() for rule in self.faults.rules()])
 
     async def _advance(self, request: Request) -> Response:

@@ -61,7 +61,7 @@ class Fault:
             raise ValueError(f"fault kind must be one of: {kinds}") from None
         times = data.get("times")
         if times is not None and (not isinstance(times, int) or times < 1):
-            raise ValueError("times must be a whole number ≥ 1, or null for always")
+            raise ValueError("times must be a whole number ≥ 1, or always (null in JSON)")
         seconds = float(data.get("seconds", 0.0))
         if not 0 <= seconds <= 300:  # also refuses NaN
             raise ValueError("seconds must be between 0 and 300")
@@ -74,6 +74,55 @@ class Fault:
         if protocol != "*" and protocol not in PROTOCOL_NAMES:
             raise ValueError(f"protocol must be * or one of: {', '.join(PROTOCOL_NAMES)}")
         return cls(kind, method, protocol, times, seconds)
+
+    @classmethod
+    def from_spec(cls, text: str) -> Fault:
+        """A rule from its one-word spelling on a command line:
+        ``KIND[,method=M][,protocol=P][,times=N][,seconds=S]``, e.g.
+        ``close_after,method=SendSMS,times=1``. ``times=always`` (the default) fires on every
+        matching call. ValueError names what is wrong."""
+        kind, *pairs = (part.strip() for part in text.split(","))
+        data: dict[str, Any] = {"kind": kind}
+        for pair in pairs:
+            key, sep, value = (part.strip() for part in pair.partition("="))
+            if not sep or key not in _SPEC_KEYS or key in data:
+                keys = ", ".join(f"{name}=…" for name in _SPEC_KEYS)
+                raise ValueError(f"{pair!r} is not one of {keys} (each at most once)")
+            if key == "times":
+                data[key] = None if value == "always" else _whole(value)
+            elif key == "seconds":
+                try:
+                    data[key] = float(value)
+                except ValueError:
+                    raise ValueError(f"seconds must be a number, not {value!r}") from None
+            else:
+                data[key] = value
+        return cls.from_dict(data)
+
+    def spec(self) -> str:
+        """The rule as :meth:`from_spec` reads it, what is left at its default left out."""
+        parts = [self.kind.value]
+        if self.method != "*":
+            parts.append(f"method={self.method}")
+        if self.protocol != "*":
+            parts.append(f"protocol={self.protocol}")
+        if self.times is not None:
+            parts.append(f"times={self.times}")
+        if self.seconds:
+            parts.append(f"seconds={self.seconds:g}")
+        return ",".join(parts)
+
+
+#: What a rule's spec may set after its kind, in the order spec() writes them.
+_SPEC_KEYS = ("method", "protocol", "times", "seconds")
+
+
+def _whole(value: str) -> int:
+    # A spec's times: from_dict refuses a number below 1 in the same words.
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError("times must be a whole number ≥ 1, or always") from None
 
 
 class Faults:
@@ -93,16 +142,22 @@ class Faults:
         times: int | None = None,
         seconds: float = 0.0,
     ) -> Fault:
-        """Add a rule; returns it with its id."""
-        rule = Fault.from_dict(
-            {
-                "kind": kind,
-                "method": method,
-                "protocol": protocol,
-                "times": times,
-                "seconds": seconds,
-            }
+        """Add a rule; returns it with its id (ValueError, as from Fault.from_dict, for a rule
+        that cannot be)."""
+        return self.insert(
+            Fault.from_dict(
+                {
+                    "kind": kind,
+                    "method": method,
+                    "protocol": protocol,
+                    "times": times,
+                    "seconds": seconds,
+                }
+            )
         )
+
+    def insert(self, rule: Fault) -> Fault:
+        """Add a rule made already (its id is ignored); returns it with the id it now has."""
         with self._lock:
             rule = replace(rule, id=self._next_id)
             self._next_id += 1
