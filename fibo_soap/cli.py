@@ -2338,6 +2338,21 @@ def wsdl_show(
     run.emit(document_out, human)
 
 
+def _fault_rule(text: str) -> Any:
+    """A fault rule (emulator.faults.Fault) from its spec: the parser of `emulator --fault` and
+    `fault add`, so that a rule that cannot be is refused before anything starts or is sent."""
+    try:
+        from fibo_soap.emulator.faults import Fault
+    except ImportError as exc:
+        raise typer.BadParameter(
+            f"faults need the emulator's extra: pip install 'fibo-soap[emulator]' ({exc})"
+        ) from None
+    try:
+        return Fault.from_spec(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r}: {exc}") from None
+
+
 @app.command(
     epilog=_example(
         "fibo-sms emulator --port 8091 --db /tmp/fibo.sqlite",
@@ -2379,6 +2394,17 @@ def emulator(
             show_default=False,
         ),
     ] = None,
+    faults: Annotated[
+        list[Any] | None,
+        typer.Option(
+            "--fault",
+            parser=_fault_rule,
+            metavar="RULE",
+            help="A fault set before it serves, as `fibo-sms fault add` spells it: "
+            "KIND[,method=M][,protocol=P][,times=N][,seconds=S]. Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a local FIBO service (all four protocols) until interrupted."""
     try:
@@ -2412,6 +2438,9 @@ def emulator(
     def listening(emulator: Emulator) -> None:
         nonlocal started
         started = True
+        # Bound, not yet serving: the first call already meets the rules.
+        for rule in faults or ():
+            emulator.faults.insert(rule)
         # Printed once it listens, and flushed: a script reads the endpoint and password from it.
         run.emit(
             {
@@ -2421,6 +2450,7 @@ def emulator(
                 "client_no": emulator.client_no,
                 "client_pass": emulator.client_pass,
                 "admin": emulator.admin,
+                "faults": [rule.to_dict() for rule in emulator.faults.rules()],
             },
             lambda: print(announcement(emulator), flush=True),
         )
@@ -2449,6 +2479,164 @@ def emulator(
             hint=f"start it with the password {db} was seeded with (or without --password-file "
             "to keep it), or with another --db",
         ) from None
+
+
+fault_app = _Typer(
+    name="fault",
+    cls=_Group,
+    help="The fault rules of a running emulator, through its admin API: add, list, clear.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    epilog=EXIT_CODES_HELP,
+)
+app.add_typer(fault_app, name="fault")
+
+#: Where `fault` finds the emulator when neither --emulator nor FIBO_ENDPOINT says.
+DEFAULT_EMULATOR: Final = "http://127.0.0.1:8091"
+
+EmulatorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--emulator",
+        help=f"The emulator: its Service.asmx URL or its address (env {config.ENV_ENDPOINT}; "
+        f"default {DEFAULT_EMULATOR}).",
+        show_default=False,
+    ),
+]
+
+
+def _admin_faults(run: Run, emulator: str | None) -> str:
+    """The URL of the fault rules of the emulator that --emulator or FIBO_ENDPOINT names."""
+    import urllib.parse
+
+    from_env = os.environ.get(config.ENV_ENDPOINT)
+    if emulator:
+        given, where = emulator, "--emulator"
+    elif from_env:
+        given, where = from_env, config.ENV_ENDPOINT
+    else:
+        given, where = DEFAULT_EMULATOR, ""
+    parts = urllib.parse.urlsplit(given)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{where or 'the emulator'} is not an http(s) URL: {given!r}",
+            hint="give --emulator http://HOST:PORT, as `fibo-sms emulator` announces it",
+        )
+    url = f"{parts.scheme}://{parts.netloc}/_emulator/faults"
+
+    def hint(exc: BaseException) -> str | None:
+        if isinstance(exc, TransportError | ProtocolError):
+            origin = f"{parts.scheme}://{parts.netloc}"
+            fix = "check --emulator" if emulator else "name the one that runs with --emulator"
+            named = f" (from {where})" if where else ""
+            return (
+                f"no emulator answers at {origin}{named}: start one (`fibo-sms emulator`), or {fix}"
+            )
+        return None
+
+    run.hints = hint
+    return url
+
+
+def _admin(url: str, method: str, body: Mapping[str, Any] | None = None) -> Any:
+    """One call of the emulator's admin API: its JSON answer. ConnectError or TimeoutError when
+    nothing answers, ProtocolError when what answers is not the admin API."""
+    import builtins
+    import json
+    import urllib.error
+    import urllib.request
+
+    from fibo_soap.codec import excerpt
+
+    data = None if body is None else json.dumps(body).encode()
+    headers = {} if data is None else {"Content-Type": "application/json"}
+    # The URL's scheme was checked to be http(s) by _admin_faults.
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            raw = answer.read()
+    except urllib.error.HTTPError as exc:
+        raise ProtocolError(
+            f"{method} {url} answered HTTP {exc.code}", status=exc.code, excerpt=excerpt(exc.read())
+        ) from None
+    except builtins.TimeoutError:  # the one named TimeoutError here is FIBO's
+        raise TimeoutError(f"{method} {url}: no answer in 10 s") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConnectError(f"{method} {url}: {reason}") from None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ProtocolError(f"{method} {url} answered no JSON", excerpt=excerpt(raw)) from None
+
+
+def _show_faults(run: Run, rules: Sequence[Mapping[str, Any]], empty: str) -> None:
+    if not rules:
+        run.line(empty)
+        return
+    run.table(
+        ["id", "kind", "method", "protocol", "times", "seconds"],
+        (
+            [
+                rule["id"],
+                rule["kind"],
+                rule["method"],
+                rule["protocol"],
+                "always" if rule["times"] is None else rule["times"],
+                rule["seconds"],
+            ]
+            for rule in rules
+        ),
+    )
+
+
+@fault_app.command(
+    "add",
+    epilog=_example(
+        "fibo-sms fault add close_after,method=SendSMS,protocol=soap11,times=1",
+        "fibo-sms fault add latency,seconds=2 http_500,protocol=get,times=3",
+    ),
+)
+@_common(account=False)
+def fault_add(
+    run: Run,
+    rules: Annotated[
+        list[Any],
+        typer.Argument(
+            parser=_fault_rule,
+            metavar="RULE...",
+            help="KIND[,method=M][,protocol=P][,times=N][,seconds=S]. KIND: latency (seconds "
+            "late), http_500, soap_fault, close_before (nothing stored), close_after (stored, "
+            "then the connection drops), truncate, bad_inner_xml. M: a wire method; P: soap11, "
+            "soap12, get or post (both * by default); times: the next N matching calls "
+            "(default always).",
+            show_default=False,
+        ),
+    ],
+    emulator: EmulatorOption = None,
+) -> None:
+    """Add fault rules to a running emulator. Each fires on the calls it matches, from the next
+    one on; the rules are checked whole before any is added."""
+    url = _admin_faults(run, emulator)
+    added = [_admin(url, "POST", rule.to_dict()) for rule in rules]
+    run.emit({"faults": added}, lambda: _show_faults(run, added, ""))
+
+
+@fault_app.command("list", epilog=_example("fibo-sms fault list", "fibo-sms fault list --json"))
+@_common(account=False)
+def fault_list(run: Run, emulator: EmulatorOption = None) -> None:
+    """The fault rules of a running emulator, oldest first, with the calls each has left."""
+    rules = _admin(_admin_faults(run, emulator), "GET")
+    run.emit({"faults": rules}, lambda: _show_faults(run, rules, "no faults"))
+
+
+@fault_app.command("clear", epilog=_example("fibo-sms fault clear"))
+@_common(account=False)
+def fault_clear(run: Run, emulator: EmulatorOption = None) -> None:
+    """Remove every fault rule of a running emulator: its calls answer normally again."""
+    rules = _admin(_admin_faults(run, emulator), "DELETE")
+    run.emit({"faults": rules}, lambda: run.line("no faults"))
 
 
 @app.command(

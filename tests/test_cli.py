@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import http.client
+import http.server
 import json
 import os
 import random
@@ -16,7 +17,9 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -1683,7 +1686,16 @@ def test_subprocess_emulator_json_is_one_document_a_script_can_use(
     try:
         assert server.stdout is not None
         document = json.loads(server.stdout.readline())
-        assert set(document) == {"endpoint", "host", "port", "client_no", "client_pass", "admin"}
+        assert set(document) == {
+            "endpoint",
+            "host",
+            "port",
+            "client_no",
+            "client_pass",
+            "admin",
+            "faults",
+        }
+        assert document["faults"] == []
         assert document["endpoint"] == f"http://127.0.0.1:{document['port']}/Service.asmx"
         assert document["port"] > 0
         _check_account(env, document["endpoint"], document["client_no"], document["client_pass"])
@@ -1796,6 +1808,173 @@ def test_emulator_on_a_port_in_use_is_a_configuration_error(run: Runner, tmp_pat
     assert "--port" in result.stderr
     # The file is read as the client reads it, with the same warning.
     assert f"chmod 600 {secret}" in result.stderr
+
+
+# --- faults from the command line ---------------------------------------------------------------
+
+
+def test_subprocess_emulator_serves_with_the_faults_it_was_given(
+    env: dict[str, str | None], tmp_path: Path
+) -> None:
+    server = _emulator_process(
+        env,
+        "--port",
+        "0",
+        "--json",
+        "--fault",
+        "close_after,method=SendSMS,protocol=get,times=1",
+        "--fault",
+        "http_500,method=About,protocol=post",
+    )
+    try:
+        assert server.stdout is not None
+        document = json.loads(server.stdout.readline())
+        rules = document["faults"]
+        assert [(r["kind"], r["method"], r["protocol"], r["times"]) for r in rules] == [
+            ("close_after", "SendSMS", "get", 1),
+            ("http_500", "About", "post", None),
+        ]
+        base = document["endpoint"]
+        query = urllib.parse.urlencode(
+            {
+                "clientNo": document["client_no"],
+                "clientPass": document["client_pass"],
+                "phoneNumber": "0909128628",
+                "smsMessage": "hi",
+                "smsGUID": "g-cli-fault",
+                "serviceType": "1",
+            }
+        )
+        # The first SendSMS over GET is stored, then its connection dropped: no answer at all.
+        with pytest.raises((ConnectionError, urllib.error.URLError, http.client.HTTPException)):
+            urllib.request.urlopen(f"{base}/SendSMS?{query}", timeout=10)  # noqa: S310 -- loopback
+        messages = f"{document['admin']}/messages?guid=g-cli-fault"
+        with urllib.request.urlopen(messages, timeout=10) as answer:  # noqa: S310 -- loopback
+            assert len(json.loads(answer.read())) == 1
+        faults = f"{document['admin']}/faults"
+        with urllib.request.urlopen(faults, timeout=10) as answer:  # noqa: S310 -- loopback
+            assert json.loads(answer.read()) == rules[1:]  # used up; the other one stays
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=10)
+    assert "Traceback" not in errors
+
+
+def test_the_announcement_lists_the_faults_set(faults: Emulator) -> None:
+    from fibo_soap.emulator.server import announcement
+
+    assert "faults:" not in announcement(faults)
+    faults.fault("close_after", method="SendSMS", times=1)
+    faults.fault("latency", protocol="get", seconds=0.5)
+    assert announcement(faults).splitlines()[-1] == (
+        "  faults: close_after,method=SendSMS,times=1 latency,protocol=get,seconds=0.5"
+    )
+
+
+def test_emulator_refuses_a_fault_that_cannot_be_before_it_listens(run: Runner) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run("emulator", "--port", str(port), "--fault", "close_after,method=SendSms", code=2)
+    assert "'close_after,method=SendSms': method must be * or a wire method" in result.stderr
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", port))
+
+
+def test_fault_add_list_and_clear_a_running_emulator(run: Runner, faults: Emulator) -> None:
+    added = run.json(
+        "fault",
+        "add",
+        "http_500,method=About,protocol=get,times=1",
+        "latency,method=CheckClient,seconds=0.01",
+        "--emulator",
+        faults.endpoint,
+    )["faults"]
+    rules = faults.faults.rules()
+    assert added == [rule.to_dict() for rule in rules]
+    assert [rule.spec() for rule in rules] == [
+        "http_500,method=About,protocol=get,times=1",
+        "latency,method=CheckClient,seconds=0.01",
+    ]
+    # The rule fires on the emulator's next matching call, once.
+    statuses = []
+    for _ in range(2):
+        connection = http.client.HTTPConnection(faults.host, faults.port, timeout=10)
+        connection.request("GET", "/Service.asmx/About")
+        statuses.append(connection.getresponse().status)
+        connection.close()
+    assert statuses == [500, 200]
+    # Without --emulator, FIBO_ENDPOINT names it (the env fixture sets it to this emulator).
+    assert run.json("fault", "list") == {"faults": added[1:]}
+    listed = run("fault", "list").stdout.splitlines()
+    assert listed[0].split("\t") == ["id", "kind", "method", "protocol", "times", "seconds"]
+    assert listed[1].split("\t") == [
+        str(added[1]["id"]),
+        "latency",
+        "CheckClient",
+        "*",
+        "always",
+        "0.01",
+    ]
+    assert run("fault", "clear").stdout == "no faults\n"
+    assert faults.faults.rules() == []
+    assert run("fault", "list").stdout == "no faults\n"
+
+
+def test_fault_add_checks_every_rule_before_adding_any(run: Runner, faults: Emulator) -> None:
+    result = run("fault", "add", "latency,seconds=1", "close_after,times=0", code=ExitCode.USAGE)
+    assert "'close_after,times=0': times must be a whole number ≥ 1, or always" in result.stderr
+    assert faults.faults.rules() == []
+
+
+def test_fault_where_no_emulator_answers_is_a_transport_error(run: Runner) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    error = error_doc(
+        run(
+            "--json",
+            "fault",
+            "list",
+            "--emulator",
+            f"http://127.0.0.1:{port}/Service.asmx",
+            code=ExitCode.TRANSPORT,
+        )
+    )
+    assert error["type"] == "ConnectError"
+    assert error["hint"] == (
+        f"no emulator answers at http://127.0.0.1:{port} (from --emulator): start one "
+        "(`fibo-sms emulator`), or check --emulator"
+    )
+
+
+def test_fault_where_something_else_answers_is_a_protocol_error(run: Runner) -> None:
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        origin = f"http://127.0.0.1:{server.server_address[1]}"
+        error = error_doc(
+            run("--json", "fault", "list", env={"FIBO_ENDPOINT": origin}, code=ExitCode.PROTOCOL)
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert error["type"] == "ProtocolError"
+    assert f"GET {origin}/_emulator/faults answered HTTP 404" in error["message"]
+    assert error["hint"].startswith(f"no emulator answers at {origin} (from FIBO_ENDPOINT)")
+
+
+def test_fault_refuses_an_emulator_address_that_is_no_http_url(run: Runner) -> None:
+    result = run("fault", "clear", "--emulator", "ftp://127.0.0.1/x", code=ExitCode.USAGE)
+    assert "--emulator is not an http(s) URL: 'ftp://127.0.0.1/x'" in result.stderr
 
 
 def test_main_entry_point() -> None:

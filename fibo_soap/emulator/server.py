@@ -507,7 +507,8 @@ def serve(
 
 def announcement(emulator: Emulator) -> str:
     """What :func:`serve` prints once it listens: its endpoint, the seeded account as the client's
-    environment variables, and the admin API."""
+    environment variables, the admin API, and the fault rules set, if any."""
+    rules = emulator.faults.rules()
     return "\n".join(
         [
             f"FIBO emulator at {emulator.endpoint}",
@@ -515,5 +516,6 @@ def announcement(emulator: Emulator) -> str:
             f"  FIBO_CLIENT_NO={emulator.client_no}",
             f"  FIBO_CLIENT_PASS={emulator.client_pass}",
             f"  admin: {emulator.admin}/faults",
+            *([f"  faults: {' '.join(rule.spec() for rule in rules)}"] if rules else []),
         ]
     )
