@@ -2370,7 +2370,7 @@ def emulator(
         Path | None,
         typer.Option(
             "--db",
-            help="SQLite file to keep state in (default: in memory).",
+            help="SQLite file to keep state in (default: a temporary one, deleted when it stops).",
             dir_okay=False,
             show_default=False,
         ),

@@ -388,6 +388,18 @@ def test_sender_names_are_listed_in_the_order_registered(client: FiboClient, emu
     assert names == [*DEFAULT_SENDER_NAMES, "MyBrand"]
 
 
+def test_a_service_type_added_is_listed_and_sends_on_its_own_balance(
+    client: FiboClient, emu: Emulator
+) -> None:
+    emu.add_service_type(7, "Zalo ZNS", 5)
+    hosting = {row.service_type_name: row.balance for row in client.get_hosting_balances()}
+    assert hosting["Zalo ZNS"] == 5
+    client.send_sms(PHONE_A, "hi", service_type=7)
+    assert (emu.balance(7), client.get_balance(7)) == (4, 4)
+    with pytest.raises(ValueError, match="7"):
+        emu.add_service_type(7, "again", 1)
+
+
 def test_bulk_send_takes_a_refused_number_and_fails_it_at_once(
     client: FiboClient, emu: Emulator
 ) -> None:

@@ -122,6 +122,13 @@ class Emulator:
             self.store, client_no, client_pass, name, service_types, sender_names, self.clock
         )
 
+    def add_service_type(
+        self, service_type: int, name: str, balance: int, client_no: str | None = None
+    ) -> None:
+        """Give an account (the seeded one by default) another hosting service with a balance;
+        ValueError when it has that service type already."""
+        self.store.add_service_type(client_no or self.client_no, service_type, name, balance)
+
     def set_balance(
         self, balance: int, service_type: int = 1, client_no: str | None = None
     ) -> None:
