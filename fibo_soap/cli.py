@@ -2605,7 +2605,7 @@ def fault_add(
         list[Any],
         typer.Argument(
             parser=_fault_rule,
-            metavar="RULE...",
+            metavar="RULE",
             help="KIND[,method=M][,protocol=P][,times=N][,seconds=S]. KIND: latency (seconds "
             "late), http_500, soap_fault, close_before (nothing stored), close_after (stored, "
             "then the connection drops), truncate, bad_inner_xml. M: a wire method; P: soap11, "
