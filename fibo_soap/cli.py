@@ -1063,16 +1063,26 @@ app = _Typer(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
     epilog=EXIT_CODES_HELP,
 )
-wsdl_app = _Typer(
-    name="wsdl",
-    cls=_Group,
-    help="The service description (WSDL) the client uses: refresh it from FIBO, show it.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    epilog=EXIT_CODES_HELP,
+
+
+def _subgroup(name: str, summary: str) -> _Typer:
+    """A group of subcommands under `fibo-sms NAME`, with the root's help settings."""
+    group = _Typer(
+        name=name,
+        cls=_Group,
+        help=summary,
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        epilog=EXIT_CODES_HELP,
+    )
+    app.add_typer(group, name=name)
+    return group
+
+
+wsdl_app = _subgroup(
+    "wsdl", "The service description (WSDL) the client uses: refresh it from FIBO, show it."
 )
-app.add_typer(wsdl_app, name="wsdl")
 
 ServiceTypeOption = Annotated[
     str | None,
@@ -2481,16 +2491,9 @@ def emulator(
         ) from None
 
 
-fault_app = _Typer(
-    name="fault",
-    cls=_Group,
-    help="The fault rules of a running emulator, through its admin API: add, list, clear.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    epilog=EXIT_CODES_HELP,
+fault_app = _subgroup(
+    "fault", "The fault rules of a running emulator, through its admin API: add, list, clear."
 )
-app.add_typer(fault_app, name="fault")
 
 #: Where `fault` finds the emulator when neither --emulator nor FIBO_ENDPOINT says.
 DEFAULT_EMULATOR: Final = "http://127.0.0.1:8091"
@@ -2664,17 +2667,10 @@ def demo(run: Run) -> None:
 
 # --- campaigns -----------------------------------------------------------------------------------
 
-campaign_app = _Typer(
-    name="campaign",
-    cls=_Group,
-    help="Large sends from a CSV file, journaled: send, resume after any stop, follow delivery, "
-    "export.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    epilog=EXIT_CODES_HELP,
+campaign_app = _subgroup(
+    "campaign",
+    "Large sends from a CSV file, journaled: send, resume after any stop, follow delivery, export.",
 )
-app.add_typer(campaign_app, name="campaign")
 
 _BAR_SECONDS: Final = 0.1
 _SHOWN_REFUSALS: Final = 20
