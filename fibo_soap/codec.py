@@ -990,18 +990,26 @@ def decode_soap_request(body: bytes, *, max_bytes: int = MAX_XML_BYTES) -> SoapR
     call = _only_element(soap_body)
     if call is None:
         raise ProtocolError("SOAP Body must hold exactly one element", excerpt=excerpt(body))
+    # As etree.QName(call).namespace and local_name(call) split it.
+    tag = call.tag
+    namespace = tag[1 : tag.index("}")] if tag.startswith("{") else ""
+    method = tag.rpartition("}")[2]
+    # A parameter is an element in the call's own namespace, as .NET's XmlSerializer reads one
+    # (the WSDL's elementFormDefault is qualified): one in another namespace, or in none, is
+    # skipped as an unknown element is, and the parameter it may name stays missing.
+    prefix = tag[: len(tag) - len(method)]
     params: dict[str, str | None] = {}
     for child in call:
         tag = child.tag
         if not isinstance(tag, str):
             continue  # a comment
+        name = tag[len(prefix) :]
+        if not tag.startswith(prefix) or name.startswith("{"):
+            continue
         # No attribute, so no xsi:nil; no child node, so the text is all of it.
         plain = not child.keys() and not len(child)
-        params[tag.rpartition("}")[2]] = (child.text or "") if plain else _parameter(child)
-    # As etree.QName(call).namespace and local_name(call) split it.
-    tag = call.tag
-    namespace = tag[1 : tag.index("}")] if tag.startswith("{") else ""
-    return SoapRequest(version, namespace, tag.rpartition("}")[2], params)
+        params[name] = (child.text or "") if plain else _parameter(child)
+    return SoapRequest(version, namespace, method, params)
 
 
 def _only_element(element: etree._Element) -> etree._Element | None:

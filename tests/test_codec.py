@@ -1797,6 +1797,23 @@ def test_decode_soap_request_binds_nil_empty_and_missing_parameters_as_dotnet_do
     assert "clientPass" not in params  # missing: absent, for the caller to bind as null
 
 
+def test_decode_soap_request_reads_only_parameters_in_the_calls_namespace() -> None:
+    envelope = f"""<soap:Envelope xmlns:soap="{SOAP11}">
+      <soap:Body><t:CheckClient xmlns:t="{TEMPURI}" xmlns:o="urn:other">
+        <clientNo xmlns="">unqualified</clientNo>
+        <o:clientNo>other</o:clientNo>
+        <t:clientPass>secret</t:clientPass>
+        <t:clientNo>CL1218</t:clientNo>
+      </t:CheckClient></soap:Body></soap:Envelope>"""
+    request = decode_soap_request(envelope.encode())
+    assert (request.namespace, request.method) == (TEMPURI, "CheckClient")
+    assert dict(request.params) == {"clientPass": "secret", "clientNo": "CL1218"}
+    # A call in no namespace reads the children in none.
+    bare = f"""<soap:Envelope xmlns:soap="{SOAP11}"><soap:Body><About>
+      <x>1</x><t:y xmlns:t="{TEMPURI}">2</t:y></About></soap:Body></soap:Envelope>"""
+    assert dict(decode_soap_request(bare.encode()).params) == {"x": "1"}
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -1833,8 +1850,9 @@ def test_decode_soap_request_refuses_what_is_not_one_call(body: str) -> None:
 
 
 def _decode_soap_request_by_iterchildren(body: bytes) -> codec.SoapRequest:
-    """decode_soap_request as it was first written, walking with iterchildren and attrib: the
-    walk it makes now must find the same call, the same parameters, the same refusals."""
+    """decode_soap_request as it was first written, walking with iterchildren, attrib and
+    QName: the walk it makes now must find the same call, the same parameters (those in the
+    call's namespace), the same refusals."""
     root = codec.parse_xml(body)
     envelope = codec._ENVELOPES.get(root.tag)
     if envelope is None:
@@ -1849,6 +1867,8 @@ def _decode_soap_request_by_iterchildren(body: bytes) -> codec.SoapRequest:
     call = elements[0]
     params: dict[str, str | None] = {}
     for child in call.iterchildren(etree.Element):
+        if etree.QName(child).namespace != etree.QName(call).namespace:
+            continue
         attributes = child.attrib
         nil = attributes.get(f"{{{XSI}}}nil") if attributes else None
         is_nil = nil is not None and nil.strip() in ("true", "1")
@@ -1883,6 +1903,8 @@ _SOAP_NODES = st.sampled_from(
         "<serviceType>1<b>2</b></serviceType>",  # holds an element: refused
         '<x:other xmlns:x="urn:x">in another namespace</x:other>',
         "<unknownElement>kept</unknownElement>",
+        '<clientNo xmlns="">in no namespace</clientNo>',
+        f'<t:clientPass xmlns:t="{TEMPURI}">qualified by a prefix</t:clientPass>',
         "<!-- a comment -->",
         "<?pi removed?>",
         "\n  ",

@@ -39,7 +39,7 @@ from fibo_soap.errors import (
     TransportError,
 )
 from fibo_soap.models import VN_TZ, SmsStatus
-from fibo_soap.operations import OPERATIONS
+from fibo_soap.operations import MULTI_MESSAGE_DOCUMENT, OPERATIONS, PHONE_LIST_DOCUMENT
 
 pytestmark = pytest.mark.e2e
 
@@ -884,6 +884,50 @@ def test_a_missing_soap_element_reaches_the_method_as_null(emu: Emulator) -> Non
     answer = soap_call(emu, "SendSMS", fields)
     assert getattr(inner(answer, "SendSMS"), "code", None) == 200
     assert [r.guid for r in emu.received()] == [None]
+
+
+def test_a_soap_element_the_method_has_no_parameter_for_is_ignored(emu: Emulator) -> None:
+    # What a call does follows from the method it names, as in ASMX, whatever else it carries.
+    emu.add_sender_name("MyBrand")
+    stray = soap_call(emu, "SendSMS", {**send_fields(emu, guid="g-one"), "senderName": "MyBrand"})
+    assert getattr(inner(stray, "SendSMS"), "code", None) == 200
+    multi = codec.encode_document(MULTI_MESSAGE_DOCUMENT, [(PHONE, "g-multi", "per-row text")])
+    listed = codec.encode_document(PHONE_LIST_DOCUMENT, [(PHONE, "g-listed")])
+    fields = {**account(emu), "smsMessage": multi, "listPhoneNumber": listed, "serviceType": "1"}
+    answer = soap_call(emu, "SendSMSWithMultiMessage", {**fields, "senderName": "n/a"})
+    assert getattr(inner(answer, "SendSMSWithMultiMessage"), "code", None) == 200
+    stored = [(r.guid, r.operation, r.sender_name, r.message) for r in emu.received()]
+    assert stored == [
+        ("g-one", "SendSMS", None, "hi"),
+        ("g-multi", "SendSMSWithMultiMessage", None, "per-row text"),
+    ]
+
+
+def test_a_soap_list_send_without_its_list_is_a_call_with_a_null_list(emu: Emulator) -> None:
+    multi = codec.encode_document(MULTI_MESSAGE_DOCUMENT, [(PHONE, "g-multi", "per-row text")])
+    fields = {**account(emu), "smsContent": "hi", "smsMessage": multi, "serviceType": "1"}
+    answer = soap_call(emu, "SendSMSToListMobilePhone", {**fields, "senderName": "n/a"})
+    assert getattr(inner(answer, "SendSMSToListMobilePhone"), "code", None) == 202
+    masked = soap_call(emu, "SendMaskedSMS", send_fields(emu, guid="g-masked"))  # no senderName
+    assert getattr(inner(masked, "SendMaskedSMS"), "code", None) == 200
+    assert [(r.guid, r.operation, r.sender_name) for r in emu.received()] == [
+        ("g-masked", "SendMaskedSMS", None)
+    ]
+
+
+def test_soap_parameters_outside_the_methods_namespace_are_not_read(emu: Emulator) -> None:
+    # The WSDL's elementFormDefault is qualified: .NET reads <clientNo xmlns=""> as an unknown
+    # element, and the method sees no clientNo.
+    body = (
+        f'<soap:Envelope xmlns:soap="{SOAP11}"><soap:Body><CheckClient xmlns="{NS}">'
+        f'<clientNo xmlns="">{emu.client_no}</clientNo>'
+        f'<o:clientPass xmlns:o="urn:other">{emu.client_pass}</o:clientPass>'
+        "</CheckClient></soap:Body></soap:Envelope>"
+    ).encode()
+    answer = soap(emu, body, action=f"{NS}CheckClient")
+    assert getattr(inner(answer, "CheckClient"), "code", None) == 100
+    qualified = soap_call(emu, "CheckClient", account(emu))
+    assert getattr(inner(qualified, "CheckClient"), "code", None) == 0
 
 
 @pytest.fixture

@@ -149,9 +149,12 @@ class EmulatorApp:
                 f"Server did not recognize the request element {call.method!r}.",
             )
         protocol = "soap11" if version == "1.1" else "soap12"
+        # Bound as .NET binds them: each of the method's parameters, None for an element left
+        # out; an element the method has no parameter for is ignored.
+        params = {name: call.params.get(name) for name in op.params}
         if self.record:
-            self._record(request, body, protocol, op, call.params)
-        return await self._invoke(request, op, call.params, protocol)
+            self._record(request, body, protocol, op, params)
+        return await self._invoke(request, op, params, protocol)
 
     # --- Service.asmx/<Method>: HTTP GET and POST ------------------------------------------
 

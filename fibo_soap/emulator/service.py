@@ -183,11 +183,17 @@ class FiboService:
             "GetClientBalance": self._balance,
             "GetListSMSHostingWithBalance": self._hosting,
             "GetClientSenderNameList": self._senders,
-            "SendSMS": self._send_one,
-            "SendMaskedSMS": self._send_one,
+            # The shared handlers are told the method: what a call does follows from the method
+            # it names, never from which parameters it carries.
+            "SendSMS": functools.partial(self._send_one, name="SendSMS"),
+            "SendMaskedSMS": functools.partial(self._send_one, name="SendMaskedSMS"),
             "SendBulkSMS": self._send_bulk,
-            "SendSMSToListMobilePhone": self._send_list,
-            "SendSMSWithMultiMessage": self._send_list,
+            "SendSMSToListMobilePhone": functools.partial(
+                self._send_list, name="SendSMSToListMobilePhone"
+            ),
+            "SendSMSWithMultiMessage": functools.partial(
+                self._send_list, name="SendSMSWithMultiMessage"
+            ),
             "GetSMSStatus": self._statuses,
             "GetSMSSentList": self._sent_list,
             "GetClientSMSListOfPage": self._sent_page,
@@ -241,7 +247,9 @@ class FiboService:
 
     # --- sends -----------------------------------------------------------------------------
 
-    def _send_one(self, client_no: str, params: Mapping[str, str | None], protocol: str) -> str:
+    def _send_one(
+        self, client_no: str, params: Mapping[str, str | None], protocol: str, name: str
+    ) -> str:
         service_type = _int(params.get("serviceType"))
         if service_type is None:
             return _status(CODE_SERVICE_TYPE)
@@ -253,9 +261,7 @@ class FiboService:
                 return _status(CODE_SERVICE_TYPE)
             return _status(CODE_PHONE)
         # SendMaskedSMS is the only single send that carries a senderName.
-        masked = "senderName" in params
-        sender = params.get("senderName") or None
-        name = "SendMaskedSMS" if masked else "SendSMS"
+        sender = (params.get("senderName") or None) if name == "SendMaskedSMS" else None
         return _status(self._submit(client_no, service_type, (planned,), sender, protocol, name))
 
     def _send_bulk(self, client_no: str, params: Mapping[str, str | None], protocol: str) -> str:
@@ -270,19 +276,19 @@ class FiboService:
             self._submit(client_no, service_type, planned, None, protocol, "SendBulkSMS")
         )
 
-    def _send_list(self, client_no: str, params: Mapping[str, str | None], protocol: str) -> str:
+    def _send_list(
+        self, client_no: str, params: Mapping[str, str | None], protocol: str, name: str
+    ) -> str:
         service_type = _int(params.get("serviceType"))
         if service_type is None or self.store.balance(client_no, service_type) is None:
             return _status(CODE_SERVICE_TYPE)
-        if "listPhoneNumber" in params:
+        if name == "SendSMSToListMobilePhone":
             rows = _document(PHONE_LIST_DOCUMENT, params.get("listPhoneNumber"))
             content = params.get("smsContent") or ""
             planned = None if rows is None else [_plan(p, content, g) for p, g in rows]
-            name = "SendSMSToListMobilePhone"
         else:
             rows = _document(MULTI_MESSAGE_DOCUMENT, params.get("smsMessage"))
             planned = None if rows is None else [_plan(p, m, g) for p, g, m in rows]
-            name = "SendSMSWithMultiMessage"
         if planned is None:
             return codec.encode_status(CODE_ERROR, "the message document is not valid")
         wrong = [item for item in planned if item.refused]
