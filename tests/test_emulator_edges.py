@@ -878,6 +878,31 @@ def test_a_missing_parameter_is_refused_by_name(emu: Emulator, verb: str) -> Non
         assert c.check_client()  # the client sends every parameter, '' when unset
 
 
+@pytest.mark.parametrize("verb", ["GET", "POST"])
+def test_get_and_post_names_are_found_whatever_their_case(emu: Emulator, verb: str) -> None:
+    call = http_get if verb == "GET" else http_post
+    fields = {"CLIENTNO": emu.client_no, "clientpass": emu.client_pass}
+    assert getattr(inner(call(emu, "CheckClient", fields), "CheckClient"), "code", None) == 0
+    sent = {name.lower(): value for name, value in send_fields(emu, guid=f"g-{verb}").items()}
+    assert getattr(inner(call(emu, "SendSMS", sent), "SendSMS"), "code", None) == 200
+    assert [r.guid for r in emu.received()] == [f"g-{verb}"]
+
+
+@pytest.mark.parametrize("verb", ["GET", "POST"])
+def test_a_get_or_post_name_given_twice_has_its_values_joined(emu: Emulator, verb: str) -> None:
+    # A NameValueCollection joins them with a comma: neither value alone reaches the method.
+    call = http_get if verb == "GET" else http_post
+    query = urlencode({"clientNo": "nobody", "clientPass": emu.client_pass})
+    twice = f"{query}&ClientNo={quote(emu.client_no)}"
+    answer = (
+        call(emu, "CheckClient", twice.encode())
+        if verb == "POST"
+        else request(emu, "GET", f"/Service.asmx/CheckClient?{twice}")
+    )
+    assert getattr(inner(answer, "CheckClient"), "code", None) == 100
+    assert [r.params["clientNo"] for r in emu.recorded][-1] == f"nobody,{emu.client_no}"
+
+
 def test_a_missing_soap_element_reaches_the_method_as_null(emu: Emulator) -> None:
     fields = send_fields(emu)
     del fields["smsGUID"]
@@ -934,6 +959,14 @@ def test_soap_parameters_outside_the_methods_namespace_are_not_read(emu: Emulato
 def validating() -> Iterator[Emulator]:
     with run_emulator(delivery_delay=0, request_validation=True) as emulator:
         yield emulator
+
+
+def test_request_validation_comes_before_a_missing_parameter(validating: Emulator) -> None:
+    fields = {**send_fields(validating, "<b>bold</b>")}
+    del fields["smsGUID"]
+    answer = http_get(validating, "SendSMS", fields)
+    assert answer.status == 500
+    assert answer.text.startswith("A potentially dangerous Request.QueryString value")
 
 
 def test_request_validation_refuses_markup_in_a_query_or_form_value(validating: Emulator) -> None:

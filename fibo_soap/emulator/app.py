@@ -196,16 +196,9 @@ class EmulatorApp:
                 f"System.ArgumentException: hexadecimal value 0x{ord(bad.group()):02X}, "
                 "is an invalid character."
             )
-        try:
-            params: dict[str, str | None] = {name_: fields[name_] for name_ in op.params}
-        except KeyError:
-            missing = next(name_ for name_ in op.params if name_ not in fields)
-            return _asmx_error(
-                f"System.InvalidOperationException: Missing parameter: {missing}.\r\n"
-                "   at System.Web.Services.Protocols.ValueCollectionParameterReader.Read"
-                "(NameValueCollection collection)"
-            )
         if self.request_validation:
+            # .NET validates the whole collection when the method's parameters are first read
+            # from it: before any of them is found missing.
             source = "QueryString" if protocol == "get" else "Form"
             for key, value in fields.items():
                 if _dangerous(value):
@@ -213,6 +206,19 @@ class EmulatorApp:
                         f"A potentially dangerous Request.{source} value was detected from the "
                         f'client ({key}="{value[:20]}...").'
                     )
+        try:
+            params: dict[str, str | None] = {name_: fields[name_] for name_ in op.params}
+        except KeyError:
+            # A NameValueCollection finds a name whatever its case: clientno is clientNo.
+            folded = {key.lower(): value for key, value in fields.items()}
+            missing = next((n for n in op.params if n.lower() not in folded), None)
+            if missing is not None:
+                return _asmx_error(
+                    f"System.InvalidOperationException: Missing parameter: {missing}.\r\n"
+                    "   at System.Web.Services.Protocols.ValueCollectionParameterReader.Read"
+                    "(NameValueCollection collection)"
+                )
+            params = {name_: folded[name_.lower()] for name_ in op.params}
         if self.record:
             self._record(request, body, protocol, op, params)
         return await self._invoke(request, op, params, protocol)
@@ -462,13 +468,16 @@ class _Endpoint:
 
 
 def form_fields(text: str) -> dict[str, str]:
-    """The fields of a query string or form body, the last value of each name kept.
+    """The fields of a query string or form body as ASP.NET's NameValueCollection holds them:
+    names whatever their case are one name (kept as first spelt), and the values of a name given
+    more than once are joined with commas (``to=a&TO=b`` is ``to: "a,b"``).
 
-    What ``dict(parse_qsl(text, keep_blank_values=True, errors="strict"))`` gives (the tests
-    compare the two), without its per-field calls for the plain fields a client sends: a field
-    without ``+`` or ``%`` is taken as it is. UnicodeDecodeError for bad UTF-8 after ``%``.
+    The pairs are what ``parse_qsl(text, keep_blank_values=True, errors="strict")`` reads (the
+    tests compare the two), without its per-field calls for the plain fields a client sends: a
+    field without ``+`` or ``%`` is taken as it is. UnicodeDecodeError for bad UTF-8 after ``%``.
     """
     fields: dict[str, str] = {}
+    spelt: dict[str, str] = {}  # each name in lower case → as first spelt
     for pair in text.split("&"):
         if not pair:
             continue
@@ -477,7 +486,8 @@ def form_fields(text: str) -> dict[str, str]:
             name = unquote(name.replace("+", " "), errors="strict")
         if "+" in value or "%" in value:
             value = unquote(value.replace("+", " "), errors="strict")
-        fields[name] = value
+        name = spelt.setdefault(name.lower(), name)
+        fields[name] = f"{fields[name]},{value}" if name in fields else value
     return fields
 
 
