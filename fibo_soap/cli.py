@@ -2465,6 +2465,8 @@ def emulator(
             lambda: print(announcement(emulator), flush=True),
         )
 
+    from fibo_soap.emulator.store import StoreFileError
+
     try:
         cast(Any, serve)(
             host=host,
@@ -2474,6 +2476,12 @@ def emulator(
             listening=listening,
             **options,
         )
+    except StoreFileError as exc:
+        raise ConfigError(
+            str(exc),
+            hint="give --db a file the emulator made, or the path of a new one (none: a "
+            "temporary one)",
+        ) from None
     except (ValueError, OSError) as exc:
         if started:
             raise

@@ -1793,6 +1793,27 @@ def test_emulator_on_a_db_of_another_password_is_a_configuration_error(
     assert "another-one" not in result.stdout + result.stderr
 
 
+def test_emulator_on_a_db_that_is_no_emulator_database_is_a_configuration_error(
+    run: Runner, tmp_path: Path
+) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not a database\n", encoding="utf-8")
+    future = tmp_path / "future.sqlite"
+    with run_emulator(db=future) as emulator:
+        emulator.store._conn.execute("PRAGMA user_version = 99")
+    for db, why in (
+        (junk, "file is not a database"),
+        (tmp_path / "no such folder" / "emu.sqlite", "unable to open database file"),
+        (future, "schema version 99"),
+    ):
+        error = error_doc(run("--json", "emulator", "--port", "0", "--db", str(db), code=2))
+        assert error["type"] == "ConfigError"
+        assert str(db) in error["message"]
+        assert why in error["message"]
+        assert "--db" in error["hint"]
+    assert junk.read_text(encoding="utf-8") == "not a database\n"
+
+
 def test_emulator_on_a_port_in_use_is_a_configuration_error(run: Runner, tmp_path: Path) -> None:
     secret = tmp_path / "pass"
     secret.write_text("readable\n", encoding="utf-8")

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fibo_soap.emulator import store as store_module
-from fibo_soap.emulator.store import Outgoing, Store, SubmitResult
+from fibo_soap.emulator.store import Outgoing, Store, StoreFileError, SubmitResult
 from fibo_soap.models import (
     VN_TZ,
     HostingBalance,
@@ -195,6 +195,22 @@ def test_store_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
         s._conn.execute("PRAGMA user_version = 99")
     with pytest.raises(RuntimeError, match="version 99"):
         Store(path)
+
+
+def test_a_file_that_cannot_hold_the_store_is_refused_untouched(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.sqlite3"
+    junk.write_bytes(b"not a database, a note of 44 bytes or so....")
+    with pytest.raises(StoreFileError, match="file is not a database"):
+        Store(junk)
+    assert junk.read_bytes() == b"not a database, a note of 44 bytes or so...."
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.sqlite3"]
+    with pytest.raises(StoreFileError, match="unable to open"):
+        Store(tmp_path / "no such folder" / "emu.sqlite3")
+    future = tmp_path / "future.sqlite3"
+    with Store(future) as s:
+        s._conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreFileError, match="version 99; this version reads"):
+        Store(future)
 
 
 # -- accounts, service types, sender names --------------------------------------------------------

@@ -38,6 +38,7 @@ __all__ = [
     "Outgoing",
     "StampedMessage",
     "Store",
+    "StoreFileError",
     "StoredSms",
     "SubmitReason",
     "SubmitResult",
@@ -243,6 +244,11 @@ class StoredSms:
     protocol: str
 
 
+class StoreFileError(RuntimeError):
+    """The file cannot hold the emulator's state: it cannot be opened, is no SQLite database, or
+    holds a schema of a later version. Nothing in it was changed."""
+
+
 class Store:
     """The emulator's SQLite state; ``Store()`` is a temporary file deleted on close.
 
@@ -271,9 +277,13 @@ class Store:
         # Autocommit mode: every write below opens its own BEGIN IMMEDIATE, so sqlite3's implicit
         # transactions never hold a lock across calls. The timeout covers other connections to
         # the same file (another Store, another process), whose writers SQLite serializes.
-        self._conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-        )
+        try:
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+        except sqlite3.Error as exc:
+            self._remove_owned_file()
+            raise StoreFileError(f"cannot open {self.path}: {exc}") from exc
         try:
             self._conn.execute(f"PRAGMA page_size = {_PAGE_BYTES}")
             self._conn.execute("PRAGMA journal_mode = WAL")
@@ -287,15 +297,20 @@ class Store:
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.create_function("fibo_contains", 2, _contains, deterministic=True)
             self._migrate()
-        except BaseException:
+        except BaseException as exc:
             self._conn.close()
             self._remove_owned_file()
+            if isinstance(exc, sqlite3.DatabaseError):
+                # Not a database, a locked or read-only one: nothing of it was changed.
+                raise StoreFileError(
+                    f"cannot use {self.path} as the emulator's database: {exc}"
+                ) from exc
             raise
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, 1, _SCHEMA_VERSION):
-            raise RuntimeError(
+            raise StoreFileError(
                 f"{self.path} holds emulator schema version {version}; "
                 f"this version reads {_SCHEMA_VERSION}"
             )
