@@ -484,7 +484,15 @@ def test_admin_faults_add_list_and_clear(emu: Emulator) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"kind": "explode"}, {}, [], "http_500", {"kind": "latency", "seconds": -1}],
+    [
+        {"kind": "explode"},
+        {},
+        [],
+        "http_500",
+        {"kind": "latency", "seconds": -1},
+        {"kind": "latency", "times": True},
+        {"kind": "latency", "times": 1.5},
+    ],
 )
 def test_admin_faults_refuse_a_bad_rule(emu: Emulator, bad: Any) -> None:
     status, answer = admin(emu, "POST", "/_emulator/faults", bad)

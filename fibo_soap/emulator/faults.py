@@ -60,7 +60,8 @@ class Fault:
             kinds = ", ".join(k.value for k in FaultKind)
             raise ValueError(f"fault kind must be one of: {kinds}") from None
         times = data.get("times")
-        if times is not None and (not isinstance(times, int) or times < 1):
+        # JSON's true is an int to Python, never a count of calls.
+        if times is not None and (type(times) is not int or times < 1):
             raise ValueError("times must be a whole number ≥ 1, or always (null in JSON)")
         seconds = float(data.get("seconds", 0.0))
         if not 0 <= seconds <= 300:  # also refuses NaN
