@@ -60,8 +60,9 @@ REPLAY_ENDPOINT: Final = "http://127.0.0.1:1/Service.asmx"
 #: The matchers a FIBO cassette is replayed with (``fibo_action`` and ``fibo_body`` are ours).
 MATCH_ON: Final = ("method", "path", "fibo_action", "fibo_body")
 
-# A secret learned from a request (or the environment) is also scrubbed from every answer; below
-# this length a plain replacement would mangle unrelated text (a password "1000", a balance 1000).
+# A secret learned from a request (or the environment) is also scrubbed from every request and
+# answer; below this length a plain replacement would mangle unrelated text (a password "1000",
+# a balance 1000).
 _MIN_LEARNED_SECRET = 6
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _PHONE = re.compile(r"\+?(\d{8,15})")
@@ -440,7 +441,9 @@ class CassetteScrubber:
             else:
                 soap = _body_bytes(request.body).decode("utf-8", "surrogateescape")
                 request.body = self._scrub_soap(soap, call)
-        secrets = self.secrets
+        # The secrets given, and those learned from this cassette's requests (this one's too):
+        # a message or a key that quotes the password loses it as the answers do.
+        secrets = self.secrets | self._seen_secrets
         request.uri = _redact(request.uri, secrets)
         body = request.body
         if isinstance(body, bytes | str) and secrets:

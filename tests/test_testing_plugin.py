@@ -317,6 +317,37 @@ def test_the_password_goes_from_soap_form_and_query() -> None:
         assert scrub(request).body == request.body, "scrubbing twice changes nothing"
 
 
+def test_the_password_goes_from_the_rest_of_the_request_too() -> None:
+    # A message that quotes the password (a test's typo, a template filled with the wrong field):
+    # it goes from the request as it goes from the answers, in every spelling.
+    from urllib.parse import quote_plus
+
+    scrubber = CassetteScrubber()
+    secret = "s3cret & <pw>"
+    text = f"your password is {secret}"
+    soap = scrubber.request(
+        _soap(
+            "SendSMS",
+            [
+                ("clientNo", "CL0001"),
+                ("clientPass", _escaped(secret)),
+                ("smsMessage", _escaped(text)),
+            ],
+        )
+    )
+    query = f"clientNo=CL0001&clientPass={quote_plus(secret)}&smsMessage={quote_plus(text)}"
+    got = scrubber.request(_get("SendSMS", query))
+    # Learned once, it goes from a later request that does not carry it in clientPass.
+    later = scrubber.request(_form("SendSMS", f"clientPass=x&smsMessage={quote_plus(text)}"))
+    for request in (soap, got, later):
+        assert not _forms_in(f"{request.uri} {request.body!r}", secret), request.body
+    assert b"your password is ***" in soap.body
+    assert got.uri.endswith("smsMessage=your+password+is+***")
+    # A short one stays where it is not the password field: it would mangle other text.
+    short = CassetteScrubber().request(_get("SendSMS", "clientPass=1000&smsMessage=pay+1000"))
+    assert short.uri.endswith("clientPass=***&smsMessage=pay+1000")
+
+
 def test_a_password_the_pattern_misses_goes_in_every_spelling() -> None:
     request = _soap(
         "CheckClient", [("clientNo", "CL0001"), ("clientPass", "<![CDATA[pw<&>secret]]>")]
