@@ -236,9 +236,7 @@ class Run:
     @property
     def stdout(self) -> Console:
         if self._stdout is None:
-            from rich.console import Console
-
-            self._stdout = Console(highlight=False, soft_wrap=False)
+            self._stdout = _stdout_console(highlight=False, soft_wrap=False)
         return self._stdout
 
     @property
@@ -784,6 +782,11 @@ def _common(
                 func(run, *args, **kwargs)
             except (typer.Exit, typer.Abort, typer.BadParameter):
                 raise
+            except BrokenPipeError:
+                # The reader of the output stopped reading (`| head`): stop quietly, with the
+                # status of a program that SIGPIPE ended, as the shell's own tools do.
+                _close_stdout()
+                raise typer.Exit(EXIT_OUTPUT_CLOSED) from None
             except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure has an exit code
                 raise typer.Exit(int(run.fail(exc))) from None
             finally:
@@ -795,6 +798,35 @@ def _common(
         return cast("Callable[P, None]", wrapper)
 
     return decorate
+
+
+#: The exit status when whoever reads the output stops reading: 128 + SIGPIPE, the status of a
+#: program that signal ended.
+EXIT_OUTPUT_CLOSED: Final = 141
+
+
+def _stdout_console(**options: Any) -> Console:
+    """A rich Console on standard output that leaves a closed pipe to the command (_common):
+    rich's own answer is exit status 1, which says "a bug" here."""
+    from rich.console import Console
+
+    class Stdout(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return Stdout(**options)
+
+
+def _close_stdout() -> None:
+    """Point standard output at /dev/null: what is left to write, and the flush at exit, go
+    nowhere rather than failing on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # an output without a file descriptor (a test's)
+        pass
 
 
 def _reflow(doc: str) -> str:
@@ -2662,14 +2694,12 @@ def demo(run: Run) -> None:
     Each step prints a table as it is done; --json prints the whole walk as one document instead
     (each step's rows, and the wire methods each protocol called), --quiet nothing but errors."""
     try:
-        from rich.console import Console
-
         from fibo_soap.demo import walk_demo
     except ImportError as exc:
         raise ConfigError(
             f"the demo needs the emulator extra: pip install 'fibo-soap[emulator]' ({exc})"
         ) from None
-    done = walk_demo(Console(quiet=run.json or run.quiet))
+    done = walk_demo(_stdout_console(quiet=run.json or run.quiet))
     run.emit(done.as_dict(), lambda: None)  # the steps were printed as they were done
 
 

@@ -1998,6 +1998,25 @@ def test_fault_refuses_an_emulator_address_that_is_no_http_url(run: Runner) -> N
     assert "--emulator is not an http(s) URL: 'ftp://127.0.0.1/x'" in result.stderr
 
 
+@pytest.mark.parametrize("args", [["wsdl", "show"], ["--json", "about"], ["senders"]])
+def test_output_whose_reader_has_gone_stops_quietly_with_141(
+    env: dict[str, str | None], args: list[str]
+) -> None:
+    # `fibo-sms … | head -1`: the pipe closes under the command. Not "a bug" (1), and no traceback:
+    # the status a program ended by SIGPIPE has, as the shell's own tools end.
+    process = subprocess.Popen(
+        [str(FIBO_BIN), *args],
+        env=subprocess_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # before it writes anything: every write meets a closed pipe
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == cli.EXIT_OUTPUT_CLOSED == 141
+    assert errors == b""
+
+
 def test_main_entry_point() -> None:
     with pytest.raises(SystemExit) as exited:
         cli.main(["--version"])
