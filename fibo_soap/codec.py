@@ -969,7 +969,8 @@ class SoapRequest(NamedTuple):
 def decode_soap_request(body: bytes, *, max_bytes: int = MAX_XML_BYTES) -> SoapRequest:
     """The method and parameters of a SOAP request envelope; ProtocolError if it is not one.
 
-    A parameter element that is present but nil or empty maps to None or '' as .NET binds it.
+    The parameters are the call element's children in its own namespace. One that is present but
+    nil or empty maps to None or '' as .NET binds it; one left out is not in ``params``.
     """
     root = parse_xml(body, max_bytes=max_bytes)
     # Tags compared whole: neither envelope namespace holds a "}", so this is the namespace and
