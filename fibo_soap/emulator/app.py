@@ -478,6 +478,7 @@ def form_fields(text: str) -> dict[str, str]:
     """
     fields: dict[str, str] = {}
     spelt: dict[str, str] = {}  # each name in lower case → as first spelt
+    repeated: dict[str, list[str]] = {}  # the values of a name given more than once
     for pair in text.split("&"):
         if not pair:
             continue
@@ -487,7 +488,13 @@ def form_fields(text: str) -> dict[str, str]:
         if "+" in value or "%" in value:
             value = unquote(value.replace("+", " "), errors="strict")
         name = spelt.setdefault(name.lower(), name)
-        fields[name] = f"{fields[name]},{value}" if name in fields else value
+        if name in fields:
+            # Gathered, and joined once at the end: joining as they come copies the growing
+            # text again for each repeat, and a form of 4 MB repeats a name a million times.
+            repeated.setdefault(name, [fields[name]]).append(value)
+        fields[name] = value
+    for name, values in repeated.items():
+        fields[name] = ",".join(values)
     return fields
 
 
