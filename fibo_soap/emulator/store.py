@@ -22,7 +22,7 @@ import sqlite3
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -150,7 +150,7 @@ WHERE client_no = :client_no
   AND (:hi IS NULL OR created < :hi)
   AND (:status IS NULL OR status = :status)
   AND (:service_type_id IS NULL OR service_type_id = :service_type_id)
-  AND (:key = '' OR fibo_contains(phone, :key) OR fibo_contains(message, :key))
+  AND (:key = '' OR fibo_has_key(phone) OR fibo_has_key(message))
 """
 
 _DUMMY_SECRET: Final = b"\x00" * 32
@@ -295,7 +295,7 @@ class Store:
             # synchronous's say.
             self._conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
             self._conn.execute("PRAGMA foreign_keys = ON")
-            self._conn.create_function("fibo_contains", 2, _contains, deterministic=True)
+            self._conn.create_function("fibo_has_key", 1, _has_key(""), deterministic=True)
             self._migrate()
         except BaseException as exc:
             self._conn.close()
@@ -423,10 +423,18 @@ class Store:
         self._taken.clear()
         self._broken = None
 
-    def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+    def _query(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = (), *, key: str = ""
+    ) -> list[Any]:
+        """The rows of a read; ``key`` is what fibo_has_key looks for in it."""
         with self._lock:
             if self._batching:
                 self._flush()
+            if key:
+                # The key is folded once for the query, in a function of the text alone: passed
+                # to SQLite's function with each row, it was copied and folded again for each
+                # (a key of megabytes over thousands of rows held the loop for seconds).
+                self._conn.create_function("fibo_has_key", 1, _has_key(key), deterministic=True)
             return self._conn.execute(sql, params).fetchall()
 
     # -- accounts -----------------------------------------------------------------------------
@@ -775,6 +783,7 @@ class Store:
             f"SELECT {_SENT_COLUMNS} FROM sms {_FILTER}"  # noqa: S608 -- constant parts
             " ORDER BY created DESC, id DESC LIMIT :limit OFFSET :offset",
             params,
+            key=key,
         )
         return [_sent(r) for r in rows]
 
@@ -782,8 +791,9 @@ class Store:
         """How many pages of PAGE_SIZE the account's SMS matching ``key`` fill (0 when none)."""
         rows = self._query(
             "SELECT COUNT(*) FROM sms WHERE client_no = :client_no"
-            " AND (:key = '' OR fibo_contains(phone, :key) OR fibo_contains(message, :key))",
+            " AND (:key = '' OR fibo_has_key(phone) OR fibo_has_key(message))",
             {"client_no": client_no, "key": key},
+            key=key,
         )
         return -(-int(rows[0][0]) // PAGE_SIZE)
 
@@ -922,6 +932,7 @@ class Store:
             f"SELECT {_INCOMING_COLUMNS} FROM incoming {_FILTER}"  # noqa: S608
             " ORDER BY created, id",
             params,
+            key=key,
         )
         return [_incoming(r) for r in rows]
 
@@ -1087,10 +1098,16 @@ def _advance_params(now_ts: float) -> dict[str, Any]:
     return {"now": now_ts, "sending": int(models.SmsStatus.SENDING)}
 
 
-def _contains(haystack: str | None, needle: str) -> bool:
-    # casefold rather than SQLite's LIKE, whose case folding is ASCII only: keys are often
-    # Vietnamese text, and FIBO's SQL Server collation ignores case.
-    return haystack is not None and needle.casefold() in haystack.casefold()
+def _has_key(key: str) -> Callable[[str | None], bool]:
+    """Whether a text holds ``key``, case ignored: casefold rather than SQLite's LIKE, whose case
+    folding is ASCII only (keys are often Vietnamese text, and FIBO's SQL Server collation
+    ignores case)."""
+    folded = key.casefold()
+
+    def has_key(text: str | None) -> bool:
+        return text is not None and folded in text.casefold()
+
+    return has_key
 
 
 def _require_aware(value: datetime | None, name: str) -> None:
