@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import inspect
+import json
 import math
 import threading
 from collections.abc import Iterator, Mapping
@@ -936,6 +937,30 @@ def test_a_restarted_emulator_keeps_messages_balances_and_password(tmp_path: Pat
             assert second.check_client() == "Le Van C"
         assert [r.guid for r in emu.received()] == ["g-1", "g-2", "g-3"]
         assert emu.balance() == 27
+
+
+def test_a_restarted_emulator_keeps_its_clock_where_it_was_moved(tmp_path: Path) -> None:
+    # A message sent in moved time is due in moved time: with the clock back at real time after
+    # a restart, it would wait an hour, and fall out of every "last N minutes" window.
+    db = tmp_path / "x.sqlite"
+    hour = 3600
+    with run_emulator(db=db, delivery_delay=10) as emu:
+        emu.advance(hour)
+        with make_client(emu) as c:
+            c.send_sms(PHONE_A, "in moved time", guid="g-moved")
+        admin = http.client.HTTPConnection(emu.host, emu.port, timeout=10)
+        body = json.dumps({"seconds": 5})  # the admin API's advance is kept too
+        admin.request("POST", "/_emulator/advance", body, {"Content-Type": "application/json"})
+        assert admin.getresponse().status == 200
+        admin.close()
+        ahead = emu.clock.now()
+    with run_emulator(db=db, delivery_delay=10) as emu:
+        assert emu.clock.now() - ahead >= timedelta(0)  # not back at real time
+        assert emu.clock.now() - ahead < timedelta(minutes=1)
+        with make_client(emu, "get") as c:
+            assert [r.guid for r in c.get_sent_list(5)] == ["g-moved"]
+            emu.advance(5)
+            assert [r.status for r in c.get_sms_status(["g-moved"])] == [SmsStatus.SENT_SUCCESS]
 
 
 def test_a_restart_with_the_same_given_password_works(tmp_path: Path) -> None:

@@ -390,10 +390,9 @@ class EmulatorApp:
         if seconds is None or not math.isfinite(seconds) or seconds < 0:
             return JSONResponse({"error": "seconds must be a number ≥ 0"}, 400)
         try:
-            self.service.clock.advance(seconds)
+            changed = self.service.advance(seconds)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, 400)
-        changed = self.service.store.advance(self.service.clock.now())
         return JSONResponse({"now": self.service.clock.now().isoformat(), "changed": changed})
 
     async def _incoming(self, request: Request) -> Response:

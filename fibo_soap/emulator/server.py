@@ -170,9 +170,9 @@ class Emulator:
     def advance(self, seconds: float) -> int:
         """Move the clock (and so delivery) forward; how many messages changed state.
 
-        ValueError, the clock unmoved, when that takes it out of the years 2 to 9998."""
-        self.clock.advance(seconds)
-        return self.store.advance(self.clock.now())
+        ValueError, the clock unmoved, when that takes it out of the years 2 to 9998. A restart
+        on the same database keeps the clock where it was moved to."""
+        return self.app.service.advance(seconds)
 
     def received(self, guid: str | None = None, client_no: str | None = None) -> list[StoredSms]:
         """Every message that reached the gateway (optionally with this GUID), in the state it
@@ -227,7 +227,7 @@ def build(
     ValueError when ``client_pass`` is given and the database holds the account with another.
     """
     store = Store(db)
-    clock = Clock()
+    clock = Clock(store.clock_offset())
     stored = store.password(client_no)
     if (
         client_pass

@@ -70,12 +70,18 @@ class Clock:
     """The emulator's clock: real time plus an offset that tests move with ``advance``.
 
     ``timestamp()`` is the one reading of it (a subclass that stops or moves time overrides it
-    and ``advance``); ``now()`` is the same instant as a datetime.
+    and ``advance``); ``now()`` is the same instant as a datetime. ``offset_us``: how far it is
+    ahead of real time, in microseconds (a restarted emulator's clock starts where it was).
     """
 
-    def __init__(self) -> None:
-        self._offset_us = 0
+    def __init__(self, offset_us: int = 0) -> None:
+        self._offset_us = offset_us
         self._lock = threading.Lock()
+
+    @property
+    def offset_us(self) -> int:
+        """How far the clock is ahead of real time, in microseconds."""
+        return self._offset_us
 
     def timestamp(self) -> float:
         """The emulator's current time as a POSIX timestamp, to the microsecond."""
@@ -215,6 +221,17 @@ class FiboService:
         final = timedelta(seconds=seconds)
         self._final_after_us = final // _MICROSECOND
         self._sending_after_us = (final / 2) // _MICROSECOND
+
+    def advance(self, seconds: float) -> int:
+        """Move the clock forward, and delivery with it; how many messages changed state.
+
+        The store keeps how far the clock is ahead, so that a restart on the same file goes on
+        from there (messages sent in the moved time would otherwise wait for real time to catch
+        up). ValueError, nothing moved, when that takes the clock out of the years 2 to 9998.
+        """
+        self.clock.advance(seconds)
+        self.store.set_clock_offset(self.clock.offset_us)
+        return self.store.advance(self.clock.now())
 
     def call(self, op: Operation, params: Mapping[str, str | None], protocol: str) -> str | int:
         """The result of one method call: the text (or int) inside ``<OpResult>``/``<string>``."""

@@ -120,6 +120,10 @@ CREATE TABLE IF NOT EXISTS incoming (
     service_type_name TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS incoming_client_created ON incoming (client_no, created);
+CREATE TABLE IF NOT EXISTS clock (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    offset_us INTEGER NOT NULL
+);
 PRAGMA user_version = {_SCHEMA_VERSION};
 """
 
@@ -499,6 +503,21 @@ class Store:
                 raise ValueError(
                     f"cannot add service type {service_type_id} to {client_no!r}: {exc}"
                 ) from None
+
+    def clock_offset(self) -> int:
+        """How far the emulator's clock was moved ahead of real time, in microseconds (0 when it
+        never was)."""
+        rows = self._query("SELECT offset_us FROM clock WHERE id = 1")
+        return int(rows[0][0]) if rows else 0
+
+    def set_clock_offset(self, offset_us: int) -> None:
+        """Keeps how far the emulator's clock is ahead of real time, for a restart."""
+        with self._lock, self._write() as conn:
+            conn.execute(
+                "INSERT INTO clock (id, offset_us) VALUES (1, ?)"
+                " ON CONFLICT (id) DO UPDATE SET offset_us = excluded.offset_us",
+                (offset_us,),
+            )
 
     def set_balance(self, client_no: str, service_type_id: int, balance: int) -> None:
         """Sets the messages left; KeyError when the account has no such service type."""
