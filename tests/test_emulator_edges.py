@@ -296,6 +296,18 @@ def test_soap_fault_has_the_shape_of_each_soap_version(emu: Emulator) -> None:
     assert emu.balance() == 5
 
 
+@pytest.mark.parametrize("verb", ["GET", "POST"])
+def test_soap_fault_over_get_or_post_is_the_plain_text_500_of_a_method_that_throws(
+    emu: Emulator, verb: str
+) -> None:
+    emu.fault("soap_fault", method="SendSMS")
+    call = http_get if verb == "GET" else http_post
+    answer = call(emu, "SendSMS", send_fields(emu, guid=f"g-{verb}"))
+    assert (answer.status, answer.media) == (500, "text/plain")
+    assert answer.text.startswith("System.Exception: ")
+    assert emu.received() == []
+
+
 @pytest.mark.parametrize("protocol", ["soap11", "get"])
 def test_close_before_drops_the_connection_and_stores_nothing(
     emu: Emulator, protocol: str, server_errors: list[logging.LogRecord]
