@@ -7,10 +7,12 @@ would refuse the input before sending it. Expected values are the ones each test
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import inspect
 import json
 import math
+import socket
 import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
@@ -961,6 +963,31 @@ def test_a_restarted_emulator_keeps_its_clock_where_it_was_moved(tmp_path: Path)
             assert [r.guid for r in c.get_sent_list(5)] == ["g-moved"]
             emu.advance(5)
             assert [r.status for r in c.get_sms_status(["g-moved"])] == [SmsStatus.SENT_SUCCESS]
+
+
+def test_a_client_stalled_half_way_does_not_outlive_the_emulator() -> None:
+    # Leaving run_emulator() with a request still coming in: the emulator's thread must be gone
+    # when the block ends, not left running with its store closed under it.
+    with run_emulator() as emu:
+        stalled = socket.create_connection((emu.host, emu.port), timeout=10)
+        stalled.sendall(
+            b"POST /Service.asmx/About HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nab"
+        )
+        emu.fault("latency", method="CheckClient", seconds=300)
+        held = threading.Thread(target=lambda: _check_quietly(emu), daemon=True)
+        held.start()
+        while not any(r.operation == "CheckClient" for r in emu.recorded):
+            threading.Event().wait(0.01)
+    try:
+        assert not [t for t in threading.enumerate() if t.name == "fibo-emulator"]
+    finally:
+        stalled.close()
+
+
+def _check_quietly(emu: Emulator) -> None:
+    with contextlib.suppress(Exception), make_client(emu, "get", timeout=30) as c:
+        c.check_client()
 
 
 def test_a_restart_with_the_same_given_password_works(tmp_path: Path) -> None:

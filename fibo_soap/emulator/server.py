@@ -384,6 +384,12 @@ class _BoundedHttpTools(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
+#: Seconds a stopping emulator waits for the calls in flight before it cancels them: a client
+#: stalled half way through its request (or a call held by a latency fault) would otherwise keep
+#: it running, after run_emulator() has closed its store under it.
+SHUTDOWN_GRACE_SECONDS = 1
+
+
 def _config(app: EmulatorApp, **options: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -392,6 +398,7 @@ def _config(app: EmulatorApp, **options: Any) -> uvicorn.Config:
         access_log=False,
         lifespan="off",
         timeout_keep_alive=30,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         **options,
     )
 
