@@ -7,6 +7,7 @@ FiboClient where what a user of the library sees is the point.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import inspect
 import json
@@ -324,6 +325,29 @@ def test_close_before_drops_the_connection_and_stores_nothing(
     assert emu.balance() == 5
     assert serves(emu)
     assert server_errors == []
+
+
+@pytest.mark.parametrize("kind", ["close_before", "close_after", "truncate"])
+def test_a_dropped_connection_with_a_request_pipelined_behind_it_logs_nothing(
+    emu: Emulator, kind: str, server_errors: list[logging.LogRecord]
+) -> None:
+    # The client writes its next request before the first is answered (HTTP/1.1 pipelining): the
+    # drop is still the fault's, not an app that forgot to answer.
+    emu.fault(kind, method="SendSMS", protocol="get", times=1)
+    query = urlencode(send_fields(emu, guid=f"g-{kind}"))
+    with socket.create_connection((emu.host, emu.port), timeout=10) as sock:
+        sock.sendall(
+            f"GET /Service.asmx/SendSMS?{query} HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /Service.asmx/About HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    assert b"Internal Server Error" not in received
+    assert serves(emu)
+    assert server_errors == []
+    assert [r.guid for r in emu.received()] == ([] if kind == "close_before" else [f"g-{kind}"])
 
 
 @pytest.mark.parametrize("protocol", ["soap12", "post"])

@@ -45,7 +45,7 @@ TEXT = "text/plain; charset=utf-8"
 # .NET 4 request validation (CrossSiteScriptingValidation.IsDangerousString): "<" followed by a
 # letter, "!", "/" or "?", or "&#". A "<" before a digit or a space ("1 < 2") passes.
 _DANGEROUS = re.compile(r"<[A-Za-z!/?]|&#")
-_TRANSPORT_KEY = "fibo.transport"
+_CYCLE_KEY = "fibo.cycle"
 # What XML 1.0 cannot carry (outside its Char production): a form or query value may hold it.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -101,11 +101,10 @@ class EmulatorApp:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The faults that drop a connection need the socket's transport; uvicorn's ``send`` is a
-        # bound method of the request cycle that holds it.
+        # The faults that drop a connection need the request's cycle: uvicorn's ``send`` is a
+        # bound method of it, and it holds the socket's transport.
         if scope["type"] == "http":
-            transport = getattr(getattr(send, "__self__", None), "transport", None)
-            scope.setdefault("extensions", {})[_TRANSPORT_KEY] = transport
+            scope.setdefault("extensions", {})[_CYCLE_KEY] = getattr(send, "__self__", None)
         await self._app(scope, receive, send)
 
     # --- Service.asmx: WSDL, help page, SOAP -----------------------------------------------
@@ -559,13 +558,16 @@ def _drop(request: Request) -> Response:
 
 
 async def _abort(request: Request) -> None:
-    transport = request.scope.get("extensions", {}).get(_TRANSPORT_KEY)
+    cycle = request.scope.get("extensions", {}).get(_CYCLE_KEY)
+    transport = getattr(cycle, "transport", None)
     if transport is None:
         raise ConnectionAbortedError("the server cannot drop this connection")
     transport.abort()
-    # abort() reports the lost connection to uvicorn on the next loop iteration. Returning before
-    # it does makes uvicorn take the drop for an app that forgot to answer: it logs an ERROR and
-    # writes a 500 of its own to the dead socket.
+    # Returning with the cycle not marked dropped makes uvicorn take the drop for an app that
+    # forgot to answer: it logs an ERROR and writes a 500 of its own to the dead socket. The lost
+    # connection marks only uvicorn's newest cycle, another request's when the client pipelined
+    # one behind this: this one is marked here, and the loop turns once for the rest.
+    cycle.disconnected = True
     await asyncio.sleep(0)
 
 
