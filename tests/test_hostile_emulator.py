@@ -617,3 +617,40 @@ def test_the_tripwire_and_listener_of_this_module_work(world: World, tmp_path: P
         assert tripwire.opened.is_set()
     finally:
         halt()
+
+
+# --- requests that never arrive whole -----------------------------------------------------------
+
+
+@pytest.fixture
+def impatient(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """An emulator that gives a request a fraction of a second to arrive, as http.sys gives
+    120 s."""
+    from fibo_soap.emulator.server import _BoundedHttpTools
+
+    monkeypatch.setattr(_BoundedHttpTools, "request_seconds", 0.3)
+    with run_emulator() as emulator:
+        yield emulator
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",  # a connection that sends nothing
+        b"GET /Service.asmx/About HTTP/1.1\r\nHo",  # a head that stops half way
+        b"POST /Service.asmx/About HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\nab",  # and a body
+    ],
+    ids=["nothing", "half-a-head", "half-a-body"],
+)
+def test_a_request_that_never_arrives_whole_has_its_connection_closed(
+    impatient: Emulator, sent: bytes
+) -> None:
+    with socket.create_connection((impatient.host, impatient.port), timeout=10) as sock:
+        sock.sendall(sent)
+        assert sock.recv(4096) == b""  # closed by the emulator, the answer never asked for
+    # A request sent in pieces that come in time is answered, and the emulator still serves.
+    with socket.create_connection((impatient.host, impatient.port), timeout=10) as sock:
+        sock.sendall(b"GET /Service.asmx/About HTTP/1.1\r\n")
+        sock.sendall(b"Host: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")

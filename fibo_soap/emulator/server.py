@@ -322,6 +322,12 @@ class _BoundedHttpTools(HttpToolsProtocol):
     top of the bound.
     """
 
+    #: Seconds a request may take to arrive whole, from the connection or the end of the request
+    #: before it, as http.sys gives a head (HeaderWait) and a body (EntityBody) 120 s: past
+    #: them it closes the connection. A client that sends nothing, or stalls half way, would
+    #: otherwise hold its connection, and what it sent (up to 4 MB of body), for good.
+    request_seconds: float = 120.0
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Bytes of the open request head fed to the parser; -1 once the head is whole (and its
@@ -329,8 +335,28 @@ class _BoundedHttpTools(HttpToolsProtocol):
         self._head = 0
         self._refused = False
         self._linger: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._deadline = self.loop.call_later(self.request_seconds, self._too_slow)
 
     def data_received(self, data: bytes) -> None:
+        self._feed(data)
+        # A request that arrived whole (nearly every one, in one read) needs no timer; one still
+        # open gets one, if it has none yet.
+        if self._head == 0:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+        elif self._deadline is None and not self._refused:
+            self._deadline = self.loop.call_later(self.request_seconds, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self.transport.close()
+
+    def _feed(self, data: bytes) -> None:
         head = self._head
         if head < 0:
             super().data_received(data)
@@ -351,7 +377,7 @@ class _BoundedHttpTools(HttpToolsProtocol):
         if self._head == MAX_REQUEST_HEAD:  # still open, with no room left
             self._refuse()
         else:
-            self.data_received(cast(bytes, view[room:]))
+            self._feed(cast(bytes, view[room:]))
 
     def on_headers_complete(self) -> None:
         self._head = -1
@@ -379,8 +405,9 @@ class _BoundedHttpTools(HttpToolsProtocol):
         self._linger = self.loop.call_later(_LINGER_SECONDS, transport.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._linger is not None:
-            self._linger.cancel()
+        for timer in (self._linger, self._deadline):
+            if timer is not None:
+                timer.cancel()
         super().connection_lost(exc)
 
 
