@@ -14,6 +14,7 @@ import html
 import math
 import re
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -102,9 +103,14 @@ class EmulatorApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The faults that drop a connection need the request's cycle: uvicorn's ``send`` is a
-        # bound method of it, and it holds the socket's transport.
+        # bound method of it, and it holds the socket's transport. A weak reference: the cycle
+        # holds the scope, and a scope holding the cycle would leave every request to the
+        # garbage collector (3.7 µs more per hello request).
         if scope["type"] == "http":
-            scope.setdefault("extensions", {})[_CYCLE_KEY] = getattr(send, "__self__", None)
+            cycle = getattr(send, "__self__", None)
+            scope.setdefault("extensions", {})[_CYCLE_KEY] = (
+                None if cycle is None else weakref.ref(cycle)
+            )
         await self._app(scope, receive, send)
 
     # --- Service.asmx: WSDL, help page, SOAP -----------------------------------------------
@@ -558,11 +564,11 @@ def _drop(request: Request) -> Response:
 
 
 async def _abort(request: Request) -> None:
-    cycle = request.scope.get("extensions", {}).get(_CYCLE_KEY)
-    transport = getattr(cycle, "transport", None)
-    if transport is None:
+    held = request.scope.get("extensions", {}).get(_CYCLE_KEY)
+    cycle: Any = None if held is None else held()
+    if getattr(cycle, "transport", None) is None:
         raise ConnectionAbortedError("the server cannot drop this connection")
-    transport.abort()
+    cycle.transport.abort()
     # Returning with the cycle not marked dropped makes uvicorn take the drop for an app that
     # forgot to answer: it logs an ERROR and writes a 500 of its own to the dead socket. The lost
     # connection marks only uvicorn's newest cycle, another request's when the client pipelined
