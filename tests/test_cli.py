@@ -5,6 +5,7 @@ code, the password never printed, and a 10,000-line bulk send with its progress 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import http.client
 import http.server
@@ -174,6 +175,13 @@ def error_doc(result: Result) -> dict[str, Any]:
     assert set(document) == {"error"}
     assert set(document["error"]) == {"type", "exit_code", "message", "hint", "operation", "code"}
     return dict(document["error"])
+
+
+def _free_port() -> int:
+    """A loopback port that nothing listens on (bound once, then let go)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def subprocess_env(env: Mapping[str, str | None], **extra: str) -> dict[str, str]:
@@ -1060,9 +1068,7 @@ def test_wsdl_refresh_http_error(run: Runner, emu: Emulator) -> None:
 def test_wsdl_refresh_hints_name_its_argument_not_the_client_settings(
     run: Runner, emu: Emulator, home: Path, failure: str
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = _free_port()
     argument, location, code = {
         "lacking": (str(_broken_wsdl(home / "broken.wsdl")),) * 2 + (ExitCode.PROTOCOL,),
         "unreadable": (str(home / "missing.wsdl"),) * 2 + (ExitCode.INVALID_INPUT,),
@@ -1321,9 +1327,7 @@ def test_exit_5_invalid_input(run: Runner) -> None:
 
 
 def test_exit_6_transport(run: Runner, faults: Emulator) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = _free_port()
     result = run("check", env={"FIBO_ENDPOINT": f"http://127.0.0.1:{closed}/Service.asmx"}, code=6)
     assert "cannot reach" in result.stderr
     assert "FIBO_ENDPOINT" in result.stderr
@@ -1618,25 +1622,29 @@ def _check_account(
     return checked
 
 
-def _emulator_process(env: dict[str, str | None], *args: str) -> subprocess.Popen[str]:
-    """`fibo-sms emulator ARGS` in a process of its own, its output piped as text."""
-    return subprocess.Popen(
+@contextlib.contextmanager
+def _emulator_process(env: dict[str, str | None], *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`fibo-sms emulator ARGS` in a process of its own, its output piped as text; stopped when
+    the block ends (what it printed is still there for ``communicate``)."""
+    server = subprocess.Popen(
         [str(FIBO_BIN), "emulator", *args],
         env=subprocess_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    try:
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_subprocess_emulator_command(env: dict[str, str | None], tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = _emulator_process(
+    port = _free_port()
+    with _emulator_process(
         env, "--port", str(port), "--db", str(tmp_path / "emu.sqlite"), "--delivery-delay", "0"
-    )
-    try:
+    ) as server:
         announced = _announced(server)
         assert announced["FIBO_ENDPOINT"] == f"http://127.0.0.1:{port}/Service.asmx"
         checked = _check_account(
@@ -1646,9 +1654,6 @@ def test_subprocess_emulator_command(env: dict[str, str | None], tmp_path: Path)
             announced["FIBO_CLIENT_PASS"],
         )
         assert announced["FIBO_CLIENT_PASS"] not in checked.stdout + checked.stderr
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_subprocess_emulator_on_port_0_shares_the_clients_password_file(
@@ -1657,10 +1662,9 @@ def test_subprocess_emulator_on_port_0_shares_the_clients_password_file(
     # README's session: one password file for the emulator and the client; a file may hold more
     # than the password after its first line.
     secret = _secret_file(tmp_path / "fibo-pass", "demo-secret-1\n# rotated 2026-11-01\n")
-    server = _emulator_process(
+    with _emulator_process(
         env, "--port", "0", "--db", str(tmp_path / "emu.sqlite"), "--password-file", str(secret)
-    )
-    try:
+    ) as server:
         announced = _announced(server)
         endpoint = urllib.parse.urlsplit(announced["FIBO_ENDPOINT"])
         assert endpoint.port, announced  # the port it listens on, not the 0 it was given
@@ -1674,16 +1678,12 @@ def test_subprocess_emulator_on_port_0_shares_the_clients_password_file(
         checked = _check_once_up(client_env)
         assert checked.returncode == 0, checked.stderr
         assert json.loads(checked.stdout)["name"] == "Nguyen Van A"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_subprocess_emulator_json_is_one_document_a_script_can_use(
     env: dict[str, str | None], tmp_path: Path
 ) -> None:
-    server = _emulator_process(env, "--port", "0", "--json")
-    try:
+    with _emulator_process(env, "--port", "0", "--json") as server:
         assert server.stdout is not None
         document = json.loads(server.stdout.readline())
         assert set(document) == {
@@ -1703,9 +1703,7 @@ def test_subprocess_emulator_json_is_one_document_a_script_can_use(
         faults = f"{document['admin']}/faults"
         with urllib.request.urlopen(faults, timeout=10) as answer:  # noqa: S310 -- loopback, above
             assert json.loads(answer.read()) == []
-    finally:
-        server.terminate()
-        _, errors = server.communicate(timeout=10)
+    _, errors = server.communicate(timeout=10)
     assert "Traceback" not in errors
 
 
@@ -1714,28 +1712,23 @@ def test_subprocess_emulator_takes_a_connection_the_moment_it_announces(
 ) -> None:
     # A script reads the address and connects at once: no retry loop may be needed.
     for _ in range(3):
-        server = _emulator_process(env, "--port", "0", "--json")
-        try:
+        with _emulator_process(env, "--port", "0", "--json") as server:
             assert server.stdout is not None
             document = json.loads(server.stdout.readline())
             connection = http.client.HTTPConnection(document["host"], document["port"], timeout=10)
             connection.request("GET", "/Service.asmx/About")
             assert connection.getresponse().status == 200
             connection.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
 
 
 def test_subprocess_emulator_quiet_prints_nothing_and_serves(
     env: dict[str, str | None], tmp_path: Path
 ) -> None:
     secret = _secret_file(tmp_path / "fibo-pass", "quiet-secret-1\n")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = _emulator_process(env, "--port", str(port), "--password-file", str(secret), "-q")
-    try:
+    port = _free_port()
+    with _emulator_process(
+        env, "--port", str(port), "--password-file", str(secret), "-q"
+    ) as server:
         client_env = env | {
             "FIBO_ENDPOINT": f"http://127.0.0.1:{port}/Service.asmx",
             "FIBO_CLIENT_NO": "CL0001",
@@ -1744,21 +1737,16 @@ def test_subprocess_emulator_quiet_prints_nothing_and_serves(
         }
         checked = _check_once_up(client_env)
         assert checked.returncode == 0, checked.stderr
-    finally:
-        server.terminate()
-        printed, errors = server.communicate(timeout=10)
+    printed, errors = server.communicate(timeout=10)
     assert printed == ""
     assert "warning" not in errors  # the password and the port were given
 
 
 def test_subprocess_emulator_quiet_warns_of_what_it_hides(env: dict[str, str | None]) -> None:
-    server = _emulator_process(env, "--port", "0", "--quiet")
-    try:
+    with _emulator_process(env, "--port", "0", "--quiet") as server:
         assert server.stderr is not None
         warning = server.stderr.readline()
-    finally:
-        server.terminate()
-        printed, _ = server.communicate(timeout=10)
+    printed, _ = server.communicate(timeout=10)
     assert printed == ""
     assert warning.startswith("warning: --quiet hides")
     assert "--password-file" in warning
@@ -1837,7 +1825,7 @@ def test_emulator_on_a_port_in_use_is_a_configuration_error(run: Runner, tmp_pat
 def test_subprocess_emulator_serves_with_the_faults_it_was_given(
     env: dict[str, str | None], tmp_path: Path
 ) -> None:
-    server = _emulator_process(
+    with _emulator_process(
         env,
         "--port",
         "0",
@@ -1846,8 +1834,7 @@ def test_subprocess_emulator_serves_with_the_faults_it_was_given(
         "close_after,method=SendSMS,protocol=get,times=1",
         "--fault",
         "http_500,method=About,protocol=post",
-    )
-    try:
+    ) as server:
         assert server.stdout is not None
         document = json.loads(server.stdout.readline())
         rules = document["faults"]
@@ -1875,9 +1862,7 @@ def test_subprocess_emulator_serves_with_the_faults_it_was_given(
         faults = f"{document['admin']}/faults"
         with urllib.request.urlopen(faults, timeout=10) as answer:  # noqa: S310 -- loopback
             assert json.loads(answer.read()) == rules[1:]  # used up; the other one stays
-    finally:
-        server.terminate()
-        _, errors = server.communicate(timeout=10)
+    _, errors = server.communicate(timeout=10)
     assert "Traceback" not in errors
 
 
@@ -1893,9 +1878,7 @@ def test_the_announcement_lists_the_faults_set(faults: Emulator) -> None:
 
 
 def test_emulator_refuses_a_fault_that_cannot_be_before_it_listens(run: Runner) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     result = run("emulator", "--port", str(port), "--fault", "close_after,method=SendSms", code=2)
     assert "'close_after,method=SendSms': method must be * or a wire method" in result.stderr
     with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
@@ -1949,9 +1932,7 @@ def test_fault_add_checks_every_rule_before_adding_any(run: Runner, faults: Emul
 
 
 def test_fault_where_no_emulator_answers_is_a_transport_error(run: Runner) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     error = error_doc(
         run(
             "--json",
