@@ -148,13 +148,15 @@ WHERE next_at IS NOT NULL AND next_at <= :now
 _ANY_DUE: Final = "SELECT EXISTS (SELECT 1 FROM sms WHERE next_at IS NOT NULL AND next_at <= ?)"
 
 # Filters take NULL (or '' for key) as "no filter", which keeps every statement a constant string.
-_FILTER: Final = """
+# fibo_has_key looks for the key its query registered (Store._query).
+_KEY_FILTER: Final = "(:key = '' OR fibo_has_key(phone) OR fibo_has_key(message))"
+_FILTER: Final = f"""
 WHERE client_no = :client_no
   AND (:lo IS NULL OR created >= :lo)
   AND (:hi IS NULL OR created < :hi)
   AND (:status IS NULL OR status = :status)
   AND (:service_type_id IS NULL OR service_type_id = :service_type_id)
-  AND (:key = '' OR fibo_has_key(phone) OR fibo_has_key(message))
+  AND {_KEY_FILTER}
 """
 
 _DUMMY_SECRET: Final = b"\x00" * 32
@@ -809,8 +811,7 @@ class Store:
     def total_pages(self, client_no: str, key: str) -> int:
         """How many pages of PAGE_SIZE the account's SMS matching ``key`` fill (0 when none)."""
         rows = self._query(
-            "SELECT COUNT(*) FROM sms WHERE client_no = :client_no"
-            " AND (:key = '' OR fibo_has_key(phone) OR fibo_has_key(message))",
+            f"SELECT COUNT(*) FROM sms WHERE client_no = :client_no AND {_KEY_FILTER}",  # noqa: S608 -- constant parts
             {"client_no": client_no, "key": key},
             key=key,
         )
